@@ -1,0 +1,47 @@
+# fwpolicy developer commands. `make run` and `make test` work as the first command on a
+# fresh machine: each creates .venv, installs the project and fetches Delta's jars.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+# bench sizes (events, approximate): override e.g. `make bench BENCH_ARGS="--sizes 2e6"`
+BENCH_ARGS ?=
+
+.PHONY: help setup run test lint bench package cluster-test clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m fwpolicy.session
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv, install fwpolicy with dev tools, fetch Delta jars
+
+run: $(STAMP) ## demo: generate data/ once, run the job on local[*], print a summary
+	$(PY) -m fwpolicy demo
+
+test: $(STAMP) ## run the test suite on local Spark
+	$(PY) -m pytest -q
+
+lint: $(STAMP) ## ruff
+	$(PY) -m ruff check lib jobs tests bench
+
+bench: $(STAMP) ## build benchmark lakes and compare with DuckDB, a naive port and the floor
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+package: $(STAMP) ## build the wheel for spark-submit --py-files into dist/
+	$(PY) -m build --wheel --outdir dist .
+
+cluster-test: $(STAMP) ## run the job on a local standalone cluster and compare with local mode
+	$(PY) -m pytest -q -m slow tests/test_standalone_cluster.py
+
+clean: ## remove generated data and build output (keeps .venv)
+	rm -rf data dist build spark-warehouse metastore_db derby.log bench/lake* bench/out* lib/*.egg-info

@@ -1,0 +1,200 @@
+"""Command line: ``python -m fwpolicy <command> ...``.
+
+Each command is a small function that parses nothing itself: ``build_parser`` declares the
+options, the handler turns them into a spec and calls one library function. Errors a user can
+fix (a missing source, a bad window, a bad config) end with exit code 2 and one line naming the
+problem; nothing is written in that case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from fwpolicy.config import ConfigError, RunSpec, load_policy_config
+from fwpolicy.source import SourceError
+
+log = logging.getLogger("fwpolicy")
+
+DEMO_START = dt.date(2026, 8, 1)
+
+
+def date_arg(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+def add_policy_options(p: argparse.ArgumentParser) -> None:
+    """Options that change what the query computes; unset ones come from ``--conf``."""
+    p.add_argument(
+        "--profile",
+        choices=("kql", "normalized"),
+        default=None,
+        help="alias profile (default: kql, the seed query exactly)",
+    )
+    p.add_argument(
+        "--ephemeral-start",
+        type=positive_int,
+        default=None,
+        help="first port of the ephemeral range (default: 49152)",
+    )
+    p.add_argument(
+        "--include-inbound-remote-ips",
+        action="store_true",
+        default=None,
+        help="report remote IPs of inbound connections too",
+    )
+    p.add_argument("--conf", type=Path, default=None, help="YAML settings file (see conf/default.yaml)")
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", required=True, help="Delta table or Parquet dataset of DeviceNetworkEvents")
+    p.add_argument("--source-format", required=True, choices=("delta", "parquet"))
+    p.add_argument("--output", required=True, help="output root; tables are written under it")
+    p.add_argument("--start", required=True, type=date_arg, help="first day of the window (UTC)")
+    p.add_argument("--end", required=True, type=date_arg, help="day after the window (exclusive)")
+    add_policy_options(p)
+
+
+def policy_from_args(args: argparse.Namespace):
+    return load_policy_config(
+        args.conf,
+        profile=args.profile,
+        ephemeral_start=args.ephemeral_start,
+        include_inbound_remote_ips=args.include_inbound_remote_ips,
+    )
+
+
+def print_summary(result, rows: list[dict], out=sys.stdout) -> None:
+    """A short readable report of a run: top programs per direction, then the figures."""
+    print(f"\nfirewall_policy, window [{result.window_start}, {result.window_end})", file=out)
+    header = f"  {'Direction':<9} {'Machines':>8} {'Conns':>9} {'Ports':>5} {'IPs':>5}  AliasPath  (ports)"
+    print(header, file=out)
+    for r in rows:
+        ports = ",".join(str(p) for p in r["Ports"][:6]) + ("..." if r["PortCount"] > 6 else "")
+        print(
+            f"  {r['Directionality']:<9} {r['DistinctMachines']:>8} {r['ConnectionCount']:>9} "
+            f"{r['PortCount']:>5} {r['RemoteIPCount']:>5}  {r['AliasPath']}  ({ports})",
+            file=out,
+        )
+    print(f"\nrows written: {result.rows_written}", file=out)
+    print(f"table:        {result.table}", file=out)
+    print(f"time taken:   {result.seconds:.1f}s", file=out)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fwpolicy.pipeline import run, top_rows
+    from fwpolicy.session import get_spark
+
+    spec = RunSpec(args.source, args.source_format, args.output, args.start, args.end, policy_from_args(args))
+    spark = get_spark()
+    result = run(spec, spark)
+    print_summary(result, top_rows(spark, result))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from fwpolicy.generate import generate_events, write_lake
+    from fwpolicy.session import get_spark
+
+    began = time.monotonic()
+    spark = get_spark()
+    df = generate_events(spark, args.devices, args.days, seed=args.seed, start=args.start)
+    write_lake(df, args.output, args.format)
+    print(
+        f"wrote a {args.format} lake of {args.devices} devices x {args.days} days to {args.output} "
+        f"in {time.monotonic() - began:.1f}s"
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``make run``: a demo lake under ``data/`` (made once), the job over it, a summary."""
+    from fwpolicy.generate import generate_events, write_lake
+    from fwpolicy.pipeline import run, top_rows
+    from fwpolicy.session import get_spark
+
+    lake, out = args.data / "demo-lake", args.data / "demo-out"
+    spark = get_spark()
+    if not lake.exists():
+        log.info("generating a demo lake (%d devices x %d days) in %s", args.devices, args.days, lake)
+        write_lake(
+            generate_events(spark, args.devices, args.days, seed=7, start=DEMO_START), str(lake), "delta"
+        )
+    spec = RunSpec(
+        str(lake),
+        "delta",
+        str(out),
+        DEMO_START,
+        DEMO_START + dt.timedelta(days=args.days),
+        load_policy_config(None),
+    )
+    result = run(spec, spark)
+    print_summary(result, top_rows(spark, result))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fwpolicy",
+        description="Draft client-firewall policies from Defender DeviceNetworkEvents.",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="compute firewall_policy for a window [start, end)")
+    add_run_options(p)
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("generate", help="write a deterministic simulated fleet (demo/test data)")
+    p.add_argument("--output", required=True)
+    p.add_argument("--devices", type=positive_int, default=200)
+    p.add_argument("--days", type=positive_int, default=7)
+    p.add_argument("--format", choices=("delta", "parquet"), default="parquet")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--start", type=date_arg, default=DEMO_START, help="first day (default 2026-08-01)")
+    p.set_defaults(handler=cmd_generate)
+
+    p = sub.add_parser("demo", help="generate a demo lake if missing, run the job over it")
+    p.add_argument("--data", type=Path, default=Path("data"))
+    p.add_argument("--devices", type=positive_int, default=200)
+    p.add_argument("--days", type=positive_int, default=7)
+    p.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def configure_logging(quiet: bool) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.quiet)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except (SourceError, ConfigError) as e:
+        print(f"fwpolicy: error: {e}", file=sys.stderr)
+        return 2

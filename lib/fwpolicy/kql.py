@@ -1,0 +1,73 @@
+"""KQL string semantics as Spark Column expressions.
+
+Spark's string functions look like KQL's but differ at the edges, and those edges decide which
+row lands in which group. Each helper here reproduces one KQL function (see DESIGN.md):
+
+* KQL strings are never null: a missing string is ``''`` (``kql_string``).
+* ``startswith`` / ``contains`` ignore case; ``in``, ``==`` and join keys do not.
+* ``substring`` is 0-based, counts a negative start from the end, and clamps start and length.
+* ``indexof`` is 0-based and answers -1 when the text is not found.
+
+All are built from ``pyspark.sql.functions`` only, so Spark evaluates them in the JVM.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+
+ColumnOrName = Column | str
+
+
+def _col(c: ColumnOrName) -> Column:
+    return F.col(c) if isinstance(c, str) else c
+
+
+def _int(v: Column | int) -> Column:
+    return v if isinstance(v, Column) else F.lit(v)
+
+
+def kql_string(c: ColumnOrName) -> Column:
+    """KQL has no null strings: a missing value reads as ``''``."""
+    return F.coalesce(_col(c).cast("string"), F.lit(""))
+
+
+def kql_startswith(c: ColumnOrName, prefix: str) -> Column:
+    """Case-insensitive ``startswith``, as KQL's operator is."""
+    return F.lower(_col(c)).startswith(prefix.lower())
+
+
+def kql_contains(c: ColumnOrName, needle: str) -> Column:
+    """Case-insensitive ``contains``, as KQL's operator is."""
+    return F.lower(_col(c)).contains(needle.lower())
+
+
+def kql_indexof(c: ColumnOrName, lookup: str, start: Column | int = 0) -> Column:
+    """0-based index of ``lookup`` in the string at or after ``start``; -1 when absent.
+
+    A negative ``start`` offsets from the end, as in KQL. A start past the end finds nothing.
+    """
+    s = _col(c)
+    n = F.length(s)
+    st = _int(start)
+    st = F.when(st < 0, F.greatest(n + st, F.lit(0))).otherwise(st)
+    # Spark's locate is 1-based and answers 0 when absent (also for a start past the end);
+    # F.locate() takes only a Python int position, so call the SQL function with a Column.
+    return F.call_function("locate", F.lit(lookup), s, st + 1) - 1
+
+
+def kql_substring(c: ColumnOrName, start: Column | int, length: Column | int | None = None) -> Column:
+    """KQL ``substring(s, start[, length])`` on Unicode code points.
+
+    * 0-based; a negative ``start`` counts from the end and then clamps at 0;
+    * a start at or past the end gives ``''``;
+    * a negative ``length`` counts as 0; the length clamps to what is left of the string.
+    """
+    s = _col(c)
+    n = F.length(s)
+    st = _int(start)
+    st = F.when(st < 0, F.greatest(n + st, F.lit(0))).otherwise(st)
+    rest = F.greatest(n - st, F.lit(0))
+    ln = rest if length is None else F.least(F.greatest(_int(length), F.lit(0)), rest)
+    # Spark's substr is 1-based; with st clamped into [0, n) and ln >= 0 it cannot misbehave.
+    return F.when(st >= n, F.lit("")).otherwise(s.substr(st + 1, ln))

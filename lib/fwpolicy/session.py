@@ -1,0 +1,125 @@
+"""One place that builds a SparkSession.
+
+A job never hard-codes a master or jars: under ``spark-submit`` (or on Databricks, EMR, Synapse)
+the session already exists or is configured by the launcher, and we only ``getOrCreate`` it.
+Run from a plain ``python`` process, we build an embedded ``local[*]`` session with Delta Lake.
+
+Delta's jars are found in this order, so that a fresh machine needs nobody:
+1. ``FWPOLICY_DELTA_JARS``: a comma-separated list of jar paths;
+2. the jars ``make setup`` fetched with Maven into ``~/.cache/fwpolicy/jars/delta-<version>/``;
+3. otherwise Spark's own resolver fetches them from Maven Central (``spark.jars.packages``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from importlib.metadata import version
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+MAVEN_CENTRAL = "https://repo1.maven.org/maven2"
+SCALA_BINARY = "2.12"  # pyspark 3.5 ships Scala 2.12
+
+
+def delta_version() -> str:
+    """The delta-spark version installed beside pyspark; its jars must match it exactly."""
+    return version("delta-spark")
+
+
+def delta_coordinates() -> list[str]:
+    """Maven coordinates of the Delta jars for the installed delta-spark."""
+    v = delta_version()
+    return [f"io.delta:delta-spark_{SCALA_BINARY}:{v}", f"io.delta:delta-storage:{v}"]
+
+
+def jar_cache_dir() -> Path:
+    """Where ``make setup`` puts the Delta jars (outside the repository, shared by clones)."""
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return root / "fwpolicy" / "jars" / f"delta-{delta_version()}"
+
+
+def local_delta_jars() -> list[str]:
+    """Jar paths to hand Spark directly, or [] when they must be resolved from Maven."""
+    env = os.environ.get("FWPOLICY_DELTA_JARS", "").strip()
+    if env:
+        return [p for p in env.split(",") if p]
+    cache = jar_cache_dir()
+    jars = sorted(str(p) for p in cache.glob("*.jar")) if cache.is_dir() else []
+    return jars if len(jars) >= 2 else []
+
+
+def _launched_by_spark_submit() -> bool:
+    # spark-submit starts the Python driver with a gateway to a JVM it already configured.
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def local_builder(master: str = "local[*]", app_name: str = "fwpolicy") -> SparkSession.Builder:
+    """A builder for an embedded session with Delta Lake; tests and the CLI share it."""
+    builder = (
+        SparkSession.builder.master(master)
+        .appName(app_name)
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.showConsoleProgress", "false")
+        # Small local tables: Delta's default of 50 snapshot partitions dominates run time.
+        .config("spark.databricks.delta.snapshotPartitions", "4")
+        .config("spark.sql.shuffle.partitions", str(max(4, (os.cpu_count() or 2) * 2)))
+        .config("spark.driver.memory", os.environ.get("FWPOLICY_DRIVER_MEMORY", "6g"))
+    )
+    jars = local_delta_jars()
+    if jars:
+        builder = builder.config("spark.jars", ",".join(jars))
+    else:
+        log.info("Delta jars not cached; resolving %s from Maven Central", delta_coordinates())
+        builder = builder.config("spark.jars.packages", ",".join(delta_coordinates())).config(
+            "spark.jars.repositories", MAVEN_CENTRAL
+        )
+    return builder
+
+
+def get_spark(app_name: str = "fwpolicy", master: str | None = None) -> SparkSession:
+    """The active session if a launcher made one, else an embedded local Delta session."""
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    if _launched_by_spark_submit() and master is None:
+        return SparkSession.builder.appName(app_name).getOrCreate()
+    spark = local_builder(master or "local[*]", app_name).getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def fetch_delta_jars() -> Path | None:
+    """Fetch the Delta jars with Maven into ``jar_cache_dir()`` (run by ``make setup``).
+
+    Maven uses the machine's own repository settings and cache (~/.m2). Without ``mvn`` this
+    is skipped, and the first session resolves the jars from Maven Central instead.
+    """
+    import shutil
+    import subprocess
+
+    cache = jar_cache_dir()
+    if local_delta_jars():
+        return cache
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        log.warning("mvn not found; Spark will resolve %s on first use", delta_coordinates())
+        return None
+    cache.mkdir(parents=True, exist_ok=True)
+    for coord in delta_coordinates():
+        subprocess.run(
+            [mvn, "-q", "-B", "dependency:copy", f"-Dartifact={coord}:jar", f"-DoutputDirectory={cache}"],
+            check=True,
+        )
+    return cache
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    where = fetch_delta_jars()
+    print(f"Delta jars: {where or 'resolved by Spark on first use'}")
