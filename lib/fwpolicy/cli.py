@@ -151,6 +151,52 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nightly(args: argparse.Namespace) -> int:
+    from fwpolicy.nightly import NightlySpec, run_nightly
+    from fwpolicy.session import get_spark
+
+    spec = NightlySpec(
+        source=args.source,
+        source_format=args.source_format,
+        output=args.output,
+        date=args.date,
+        window_days=args.window_days,
+        refresh_days=args.refresh_days,
+        policy=policy_from_args(args),
+    )
+    result = run_nightly(spec, get_spark())
+    print(result.describe())
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from fwpolicy.ingest import ingest
+    from fwpolicy.session import get_spark
+
+    result = ingest(get_spark(), args.source, args.output)
+    print(result.describe())
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fwpolicy.export import ExportOptions, export_policy
+    from fwpolicy.session import get_spark
+
+    options = ExportOptions(
+        fmt=args.format,
+        min_machines=args.min_machines,
+        min_days=args.min_days,
+        include_remote_addresses=args.include_remote_addresses,
+    )
+    text = export_policy(get_spark(), args.output, args.window_end, options)
+    if args.to is None:
+        sys.stdout.write(text)
+    else:
+        Path(args.to).write_text(text, encoding="utf-8")
+        print(f"wrote {options.fmt} rules to {args.to}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fwpolicy",
@@ -162,6 +208,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="compute firewall_policy for a window [start, end)")
     add_run_options(p)
     p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("nightly", help="incremental: update daily partials, roll up the window")
+    p.add_argument("--source", required=True)
+    p.add_argument("--source-format", required=True, choices=("delta", "parquet"))
+    p.add_argument("--output", required=True)
+    p.add_argument("--date", required=True, type=date_arg, help="last day of the window (UTC)")
+    p.add_argument("--window-days", type=positive_int, default=90)
+    p.add_argument("--refresh-days", type=int, default=2, help="recent days recomputed for late events")
+    add_policy_options(p)
+    p.set_defaults(handler=cmd_nightly)
+
+    p = sub.add_parser("ingest", help="Defender streaming-API export (JSON) -> typed Delta bronze table")
+    p.add_argument(
+        "--source", required=True, help="folder of the export (storage account or Event Hubs capture)"
+    )
+    p.add_argument("--output", required=True, help="path of the bronze Delta table")
+    p.set_defaults(handler=cmd_ingest)
+
+    p = sub.add_parser("export", help="turn one firewall_policy snapshot into rule proposals")
+    p.add_argument("--output", required=True, help="output root of a run (holds firewall_policy)")
+    p.add_argument("--window-end", required=True, type=date_arg)
+    p.add_argument("--format", required=True, choices=("powershell", "csv", "json"))
+    p.add_argument("--min-machines", type=positive_int, default=2)
+    p.add_argument("--min-days", type=positive_int, default=2)
+    p.add_argument("--include-remote-addresses", action="store_true")
+    p.add_argument("--to", type=Path, default=None, help="write to this file (default: stdout)")
+    p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("generate", help="write a deterministic simulated fleet (demo/test data)")
     p.add_argument("--output", required=True)
