@@ -41,9 +41,12 @@ class RunResult:
 
 
 def policy_from_connections(conns: DataFrame, cfg: PolicyConfig, start: dt.date, end: dt.date) -> DataFrame:
-    """Distinct connections -> ``firewall_policy`` rows. ``conns`` is read several times
-    (server keys, the join, ports and IPs), so callers pass a persisted frame at scale."""
-    return summarize(match_server_keys(conns, cfg), cfg, start, end)
+    """Connection table -> ``firewall_policy`` rows (traffic excluded by a rule left out).
+
+    ``conns`` is read several times (server keys, the join, ports, IPs, URLs), so callers
+    pass a persisted frame at scale."""
+    matched = match_server_keys(conns, cfg).where(F.col("Excluded").isNull())
+    return summarize(matched, cfg, start, end)
 
 
 def build_policy(events: DataFrame, cfg: PolicyConfig, start: dt.date, end: dt.date) -> DataFrame:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -28,6 +28,13 @@ STRING_COLUMNS = (
 )
 PORT_COLUMNS = ("LocalPort", "RemotePort")
 REQUIRED_COLUMNS = ("Timestamp", *STRING_COLUMNS, *PORT_COLUMNS)
+# Read when present: descriptors of the policy rows and inputs of the benign-traffic rules.
+OPTIONAL_STRING_COLUMNS = (
+    "InitiatingProcessFileName",
+    "InitiatingProcessCommandLine",
+    "Protocol",
+    "RemoteUrl",
+)
 
 _INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 _SCALAR = (T.StringType, T.BooleanType, *_INTEGRAL, T.FloatType, T.DoubleType, T.DecimalType)
@@ -67,9 +74,13 @@ def _type_error(path: str, name: str, expected: str, found: T.DataType) -> Sourc
 def conform_schema(df: DataFrame, path: str) -> DataFrame:
     """Check the required columns and bring them to the types the query computes on.
 
-    Safe casts only: integral or numeric-string ports become ``int`` (a value that is not a port
-    number becomes null, which no ``where`` clause passes); ISO-8601 string timestamps become
-    ``timestamp``; scalar identifiers become strings. Anything else is an error naming the column.
+    Safe casts only: integral or numeric-string ports become ``int``; ISO-8601 string
+    timestamps become ``timestamp``; scalar identifiers become strings. A type that cannot be
+    cast safely is an error naming the column, the expected type and the type found.
+
+    Values that cannot be used are not dropped: the column ``Rejected`` names the reason
+    (``null_timestamp``, ``timestamp_not_parseable``, ``port_not_a_number``,
+    ``port_out_of_range``), and the run audit counts them.
     """
     fields = {f.name: f.dataType for f in df.schema.fields}
     missing = [c for c in REQUIRED_COLUMNS if c not in fields]
@@ -78,29 +89,42 @@ def conform_schema(df: DataFrame, path: str) -> DataFrame:
             f"source {path} lacks required column(s) {', '.join(missing)}; "
             f"DeviceNetworkEvents needs {', '.join(REQUIRED_COLUMNS)}"
         )
-    cols = []
+    cols: list[Column] = []
+    reasons: list[Column] = []
     ts_type = fields["Timestamp"]
     if isinstance(ts_type, T.TimestampType):
-        cols.append(F.col("Timestamp"))
+        ts = F.col("Timestamp")
     elif isinstance(ts_type, (T.TimestampNTZType, T.DateType, T.StringType)):
-        # NTZ and strings are read as UTC wall-clock time, the convention of Defender exports.
-        cols.append(F.to_timestamp(F.col("Timestamp")).alias("Timestamp"))
+        # NTZ and zone-less strings are read as UTC wall-clock time (the session is UTC).
+        ts = F.to_timestamp(F.col("Timestamp"))
     else:
         raise _type_error(path, "Timestamp", "timestamp", ts_type)
-    for name in STRING_COLUMNS:
+    cols.append(ts.alias("Timestamp"))
+    reasons.append(F.when(F.col("Timestamp").isNull(), F.lit("null_timestamp")))
+    reasons.append(F.when(ts.isNull(), F.lit("timestamp_not_parseable")))
+    for name in (*STRING_COLUMNS, *(c for c in OPTIONAL_STRING_COLUMNS if c in fields)):
         if not isinstance(fields[name], _SCALAR):
             raise _type_error(path, name, "string", fields[name])
         cols.append(F.col(name).cast("string").alias(name))
     for name in PORT_COLUMNS:
-        t = fields[name]
+        t, raw = fields[name], F.col(name)
         if isinstance(t, T.IntegerType):
-            cols.append(F.col(name))
-        elif isinstance(t, (*_INTEGRAL, T.StringType)):
-            # try_cast semantics regardless of spark.sql.ansi.enabled: invalid text is null.
-            cols.append(F.expr(f"try_cast(`{name}` AS INT)").alias(name))
+            port = raw
+        elif isinstance(t, _INTEGRAL):
+            port = F.when(raw.between(-(2**31), 2**31 - 1), raw.cast("int"))
+            reasons.append(F.when(raw.isNotNull() & port.isNull(), F.lit("port_out_of_range")))
+        elif isinstance(t, T.StringType):
+            text = F.trim(raw)
+            # try_cast semantics whatever spark.sql.ansi.enabled says: invalid text is null.
+            port = F.expr(f"try_cast(trim(`{name}`) AS INT)")
+            reasons.append(F.when((text != F.lit("")) & port.isNull(), F.lit("port_not_a_number")))
         else:
             raise _type_error(path, name, "int", t)
-    return df.select(*cols, *[F.col(c) for c in df.columns if c not in REQUIRED_COLUMNS])
+        cols.append(port.alias(name))
+        reasons.append(F.when((port < 0) | (port > 65535), F.lit("port_out_of_range")))
+    rejected = F.coalesce(*reasons).alias("Rejected")
+    rest = [F.col(c) for c in df.columns if c not in {*REQUIRED_COLUMNS, *OPTIONAL_STRING_COLUMNS}]
+    return df.select(*cols, rejected, *rest)
 
 
 def partition_column(df: DataFrame, candidates: tuple[str, ...]) -> str | None:
@@ -118,20 +142,25 @@ def window_filter(
 
     The partition filter is widened by a day on each side, so a partition column written in
     another time zone still never drops a row; the ``Timestamp`` filter is the exact one.
+    Rows whose ``Timestamp`` is unusable are kept so the audit can count them: those of the
+    window's own partitions when the source is date-partitioned, else all of them.
     """
     lo = dt.datetime.combine(start, dt.time(), tzinfo=dt.timezone.utc)
     hi = dt.datetime.combine(end, dt.time(), tzinfo=dt.timezone.utc)
     part = partition_column(df, partition_columns)
+    unusable_ts = F.col("Timestamp").isNull()
     if part is not None:
         margin = dt.timedelta(days=1)
-        lo_p, hi_p = start - margin, end + margin
-        if isinstance(df.schema[part].dataType, T.StringType):
-            lo_v, hi_v = F.lit(lo_p.isoformat()), F.lit(hi_p.isoformat())
-        else:
-            lo_v, hi_v = F.lit(lo_p), F.lit(hi_p)
-        df = df.where((F.col(part) >= lo_v) & (F.col(part) <= hi_v))
-        log.info("pruning partitions on %s to [%s, %s]", part, lo_p, hi_p)
-    return df.where((F.col("Timestamp") >= F.lit(lo)) & (F.col("Timestamp") < F.lit(hi)))
+
+        def day(d: dt.date) -> Column:
+            is_text = isinstance(df.schema[part].dataType, T.StringType)
+            return F.lit(d.isoformat()) if is_text else F.lit(d)
+
+        df = df.where((F.col(part) >= day(start - margin)) & (F.col(part) <= day(end + margin)))
+        unusable_ts = unusable_ts & (F.col(part) >= day(start)) & (F.col(part) < day(end))
+        log.info("pruning partitions on %s to [%s, %s]", part, start - margin, end + margin)
+    in_window = (F.col("Timestamp") >= F.lit(lo)) & (F.col("Timestamp") < F.lit(hi))
+    return df.where(in_window | unusable_ts)
 
 
 def read_window(
@@ -146,7 +175,8 @@ def read_window(
     """The events of ``[start, end)`` with the required columns (and any present extras) only."""
     raw = open_source(spark, path, source_format)
     part = partition_column(raw, partition_columns)
-    keep = [c for c in (*REQUIRED_COLUMNS, *extra_columns) if c in raw.columns]
+    wanted = (*REQUIRED_COLUMNS, *OPTIONAL_STRING_COLUMNS, *extra_columns)
+    keep = [c for c in wanted if c in raw.columns]
     if part is not None and part not in keep:
         keep.append(part)  # passed through uncast, so its filter stays a partition filter
     events = conform_schema(raw.select(*keep), path)
