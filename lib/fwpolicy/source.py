@@ -156,9 +156,9 @@ def window_filter(
             is_text = isinstance(df.schema[part].dataType, T.StringType)
             return F.lit(d.isoformat()) if is_text else F.lit(d)
 
-        df = df.where((F.col(part) >= day(start - margin)) & (F.col(part) <= day(end + margin)))
+        df = df.where((F.col(part) >= day(start - margin)) & (F.col(part) < day(end + margin)))
         unusable_ts = unusable_ts & (F.col(part) >= day(start)) & (F.col(part) < day(end))
-        log.info("pruning partitions on %s to [%s, %s]", part, start - margin, end + margin)
+        log.info("pruning partitions on %s to [%s, %s)", part, start - margin, end + margin)
     in_window = (F.col("Timestamp") >= F.lit(lo)) & (F.col("Timestamp") < F.lit(hi))
     return df.where(in_window | unusable_ts)
 

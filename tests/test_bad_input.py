@@ -1,0 +1,136 @@
+"""Bad input ends with a clear message and a non-zero exit, and writes nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from pyspark.sql import functions as F
+
+from fwpolicy.classify import connections
+from fwpolicy.cli import main
+from fwpolicy.config import PolicyConfig
+from fwpolicy.source import conform_schema, read_window
+
+from helpers import NOON, event, events_df
+
+
+def run_args(source, out, fmt="parquet", start="2026-08-01", end="2026-08-02"):
+    return ["run", "--source", str(source), "--source-format", fmt, "--output", str(out), "--start", start, "--end", end]
+
+
+def test_missing_source(tmp_path, capsys):
+    missing = tmp_path / "nope"
+    assert main(run_args(missing, tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert f"source not found: {missing}" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_columns_are_named(spark, tmp_path, capsys):
+    src = tmp_path / "src"
+    events_df(spark, [event()]).drop("RemoteIPType", "LocalPort").write.parquet(str(src))
+    assert main(run_args(src, tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert "lacks required column(s) RemoteIPType, LocalPort" in err and str(src) in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unsafe_type_is_named(spark, tmp_path, capsys):
+    src = tmp_path / "src"
+    events_df(spark, [event()]).withColumn("LocalPort", F.array(F.col("LocalPort"))).write.parquet(str(src))
+    assert main(run_args(src, tmp_path / "out")) == 2
+    assert "column LocalPort has type array<int>, expected int" in capsys.readouterr().err
+
+
+def test_wrong_format_is_a_clear_error(spark, tmp_path, capsys):
+    src = tmp_path / "src"
+    events_df(spark, [event()]).write.parquet(str(src))
+    assert main(run_args(src, tmp_path / "out", fmt="delta")) == 2
+    assert "cannot read delta source" in capsys.readouterr().err
+
+
+def test_empty_window_and_bad_dates(tmp_path, capsys):
+    assert main(run_args(tmp_path, tmp_path / "out", start="2026-08-02", end="2026-08-02")) == 2
+    assert "empty window" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(run_args(tmp_path, tmp_path / "out", start="2026-13-01"))
+    assert exc.value.code == 2
+    assert "not a date" in capsys.readouterr().err
+
+
+def test_output_inside_source_is_refused(spark, tmp_path, capsys):
+    src = tmp_path / "src"
+    events_df(spark, [event()]).write.parquet(str(src))
+    assert main(run_args(src, src / "out")) == 2
+    assert "inside the source" in capsys.readouterr().err
+    assert not (src / "out").exists()
+
+
+def test_bad_config_file_names_the_file_and_key(tmp_path, capsys):
+    conf = tmp_path / "c.yaml"
+    conf.write_text("ephemeral_starts: 1\n")
+    assert main([*run_args(tmp_path, tmp_path / "o"), "--conf", str(conf)]) == 2
+    err = capsys.readouterr().err
+    assert str(conf) in err and "ephemeral_starts" in err
+
+
+def test_safe_casts_and_rejected_values_are_counted(spark):
+    rows = [
+        ("2026-08-01T12:00:00Z", "50000", "443"),
+        ("2026-08-01T12:00:00.1234567Z", " 50001 ", ""),  # seven digits; '' port is missing
+        ("2026-08-01T12:00:00Z", "http", "443"),  # not a number
+        ("2026-08-01T12:00:00Z", "70000", "443"),  # out of range
+        (None, "50000", "443"),
+        ("yesterday", "50000", "443"),
+    ]
+    base = events_df(spark, [event()]).drop("Timestamp", "LocalPort", "RemotePort")
+    df = spark.createDataFrame(rows, "Timestamp string, LocalPort string, RemotePort string").crossJoin(base)
+    conformed = conform_schema(df, "mem")
+    got = [(r["LocalPort"], r["RemotePort"], r["Rejected"]) for r in conformed.collect()]
+    assert got == [
+        (50000, 443, None),
+        (50001, None, None),
+        (None, 443, "port_not_a_number"),
+        (70000, 443, "port_out_of_range"),
+        (50000, 443, "null_timestamp"),
+        (50000, 443, "timestamp_not_parseable"),
+    ]
+    assert conformed.schema["LocalPort"].dataType.simpleString() == "int"
+    assert conformed.schema["Timestamp"].dataType.simpleString() == "timestamp"
+
+
+def test_every_row_read_is_accounted_for(spark, tmp_path):
+    rows = [
+        event(),
+        event(RemoteIPType="Loopback"),
+        event(LocalIP="1.1.1.1", RemoteIP="1.1.1.1"),
+        event(RemoteIP="169.254.0.1"),
+        event(ActionType="ConnectionFailed"),
+        event(LocalPort=80),  # outbound action on a server port with no key: inbound, unmatched
+        event(LocalPort=None),  # null port: in neither leg
+        event(Timestamp=None),
+        event(Timestamp=dt.datetime(2026, 8, 3)),  # outside the window: not read
+    ]
+    src = tmp_path / "src"
+    events_df(spark, rows).withColumn("EventDate", F.to_date(F.coalesce("Timestamp", F.lit(NOON)))).write.partitionBy(
+        "EventDate"
+    ).parquet(str(src))
+    events = read_window(spark, str(src), "parquet", dt.date(2026, 8, 1), dt.date(2026, 8, 2))
+    conns = connections(events, PolicyConfig())
+    by_fate = {
+        r["fate"]: r["n"]
+        for r in conns.groupBy(F.coalesce("Removed", "Directionality").alias("fate"))
+        .agg(F.sum("Connections").alias("n"))
+        .collect()
+    }
+    assert by_fate == {
+        "Outbound": 1,
+        "Inbound": 1,
+        "loopback": 1,
+        "local_equals_remote": 1,
+        "link_local": 1,
+        "action_type": 1,
+        "port_range": 1,
+        "rejected:null_timestamp": 1,
+    }
