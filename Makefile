@@ -19,7 +19,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[local,dev]'
 	$(PY) -m fwpolicy.session
 	touch $(STAMP)
 
@@ -38,6 +38,7 @@ bench: $(STAMP) ## build benchmark lakes and compare with DuckDB, a naive port a
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 package: $(STAMP) ## build the wheel for spark-submit --py-files into dist/
+	rm -rf build  # setuptools reuses build/lib: a deleted module could linger in the wheel
 	$(PY) -m build --wheel --outdir dist .
 
 cluster-test: $(STAMP) ## run the job on a local standalone cluster and compare with local mode

@@ -62,7 +62,21 @@ def helper_results(spark):
         F.when(F.col("id") == f"i{i}", kql_indexof("text", lookup, F.col("start")).cast("string"))
         for i, (_, lookup, _, _) in enumerate(INDEXOF_CASES)
     ]
-    out = df.select("id", F.coalesce(*sub, *idx).alias("r")).collect()
+    # The same cases with Python-int arguments, which the helpers fold into literals.
+    sub_lit = [
+        F.when(F.col("id") == f"s{i}", kql_substring("text", s, n))
+        for i, (_, s, n, _) in enumerate(SUBSTRING_CASES)
+    ]
+    idx_lit = [
+        F.when(F.col("id") == f"i{i}", kql_indexof("text", lookup, s).cast("string"))
+        for i, (_, lookup, s, _) in enumerate(INDEXOF_CASES)
+    ]
+    out = df.select(
+        "id", F.coalesce(*sub, *idx).alias("r"), F.coalesce(*sub_lit, *idx_lit).alias("lit")
+    ).collect()
+    assert all(r["r"] == r["lit"] for r in out), [
+        (r["id"], r["r"], r["lit"]) for r in out if r["r"] != r["lit"]
+    ]
     return {r["id"]: r["r"] for r in out}
 
 

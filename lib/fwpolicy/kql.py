@@ -46,14 +46,16 @@ def kql_indexof(c: ColumnOrName, lookup: str, start: Column | int = 0) -> Column
     """0-based index of ``lookup`` in the string at or after ``start``; -1 when absent.
 
     A negative ``start`` offsets from the end, as in KQL. A start past the end finds nothing.
+    Spark's ``locate`` is 1-based and answers 0 when absent (also for a start past the end);
+    ``F.locate`` takes only a Python int position, so the SQL function is called directly.
     """
     s = _col(c)
-    n = F.length(s)
-    st = _int(start)
-    st = F.when(st < 0, F.greatest(n + st, F.lit(0))).otherwise(st)
-    # Spark's locate is 1-based and answers 0 when absent (also for a start past the end);
-    # F.locate() takes only a Python int position, so call the SQL function with a Column.
-    return F.call_function("locate", F.lit(lookup), s, st + 1) - 1
+    if isinstance(start, int) and start >= 0:
+        pos = F.lit(start + 1)  # the common case, folded here to keep generated code small
+    else:
+        st = _int(start)
+        pos = F.when(st < 0, F.greatest(F.length(s) + st, F.lit(0))).otherwise(st) + 1
+    return F.call_function("locate", F.lit(lookup), s, pos) - 1
 
 
 def kql_substring(c: ColumnOrName, start: Column | int, length: Column | int | None = None) -> Column:
@@ -62,12 +64,18 @@ def kql_substring(c: ColumnOrName, start: Column | int, length: Column | int | N
     * 0-based; a negative ``start`` counts from the end and then clamps at 0;
     * a start at or past the end gives ``''``;
     * a negative ``length`` counts as 0; the length clamps to what is left of the string.
+
+    Spark's SQL ``substring(s, pos, len)`` is 1-based, counts a negative ``pos`` from the end,
+    gives ``''`` for a non-positive length and clamps the end; it differs from KQL only for a
+    start before the beginning (it spends the length there), so that start is clamped to
+    ``-length(s)`` first. One Spark call, no repeated sub-expressions: the alias expression
+    nests this several times and must stay within the JVM's code-size limits.
     """
     s = _col(c)
     n = F.length(s)
-    st = _int(start)
-    st = F.when(st < 0, F.greatest(n + st, F.lit(0))).otherwise(st)
-    rest = F.greatest(n - st, F.lit(0))
-    ln = rest if length is None else F.least(F.greatest(_int(length), F.lit(0)), rest)
-    # Spark's substr is 1-based; with st clamped into [0, n) and ln >= 0 it cannot misbehave.
-    return F.when(st >= n, F.lit("")).otherwise(s.substr(st + 1, ln))
+    if isinstance(start, int):
+        pos = F.lit(start + 1) if start >= 0 else F.greatest(F.lit(start), -n)
+    else:
+        pos = F.when(start >= 0, start + 1).otherwise(F.greatest(start, -n))
+    ln = n if length is None else _int(length)
+    return s.substr(pos, ln)

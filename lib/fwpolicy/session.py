@@ -66,6 +66,9 @@ def local_builder(master: str = "local[*]", app_name: str = "fwpolicy") -> Spark
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.ui.showConsoleProgress", "false")
+        # An embedded session talks only to itself: stay on loopback.
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
         # Small local tables: Delta's default of 50 snapshot partitions dominates run time.
         .config("spark.databricks.delta.snapshotPartitions", "4")
         .config("spark.sql.shuffle.partitions", str(max(4, (os.cpu_count() or 2) * 2)))
