@@ -82,8 +82,9 @@ def policy_from_args(args: argparse.Namespace):
     )
 
 
-def print_summary(result, rows: list[dict], out=sys.stdout) -> None:
+def print_summary(result, rows: list[dict], out=None) -> None:
     """A short readable report of a run: top programs per direction, then the figures."""
+    out = out or sys.stdout  # looked up at call time, so redirection and capture work
     print(f"\nfirewall_policy, window [{result.window_start}, {result.window_end})", file=out)
     header = f"  {'Direction':<9} {'Machines':>8} {'Conns':>9} {'Ports':>5} {'IPs':>5}  AliasPath  (ports)"
     print(header, file=out)
@@ -232,7 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=("powershell", "csv", "json"))
     p.add_argument("--min-machines", type=positive_int, default=2)
     p.add_argument("--min-days", type=positive_int, default=2)
-    p.add_argument("--include-remote-addresses", action="store_true")
+    p.add_argument(
+        "--include-remote-addresses",
+        action="store_true",
+        help="restrict rules to the observed remote IPs, CIDR-collapsed",
+    )
     p.add_argument("--to", type=Path, default=None, help="write to this file (default: stdout)")
     p.set_defaults(handler=cmd_export)
 
