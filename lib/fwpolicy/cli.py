@@ -61,6 +61,12 @@ def add_policy_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="report remote IPs of inbound connections too",
     )
+    p.add_argument(
+        "--exclusions",
+        type=Path,
+        default=None,
+        help="benign-traffic rules to tag or exclude traffic (see conf/exclusions.yaml)",
+    )
     p.add_argument("--conf", type=Path, default=None, help="YAML settings file (see conf/default.yaml)")
 
 
@@ -79,6 +85,7 @@ def policy_from_args(args: argparse.Namespace):
         profile=args.profile,
         ephemeral_start=args.ephemeral_start,
         include_inbound_remote_ips=args.include_inbound_remote_ips,
+        exclusions=str(args.exclusions) if args.exclusions else None,
     )
 
 

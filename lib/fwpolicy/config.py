@@ -38,6 +38,7 @@ class PolicyConfig:
     distinct_machines: str = "exact"  # KQL dcount() is an estimate; exact is the default here
     server_keys_join: str = "auto"  # auto: broadcast when small (AQE), else a shuffle join
     partition_columns: tuple[str, ...] = ("EventDate",)  # date partitions to prune, if present
+    exclusions: str | None = None  # benign-traffic rules file (conf/exclusions.yaml); none by default
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -52,6 +53,8 @@ class PolicyConfig:
             raise ConfigError(f"distinct_machines must be one of {DISTINCT_MODES}")
         if self.server_keys_join not in JOIN_STRATEGIES:
             raise ConfigError(f"server_keys_join must be one of {JOIN_STRATEGIES}")
+        if self.exclusions is not None and not isinstance(self.exclusions, str):
+            raise ConfigError(f"exclusions must be a file path, got {self.exclusions!r}")
         object.__setattr__(self, "partition_columns", tuple(self.partition_columns))
 
     def digest(self) -> str:
@@ -95,6 +98,9 @@ def load_policy_config(path: str | Path | None = None, **overrides: Any) -> Poli
         unknown = sorted(set(loaded) - known)
         if unknown:
             raise ConfigError(f"{p}: unknown setting(s) {unknown}; known: {sorted(known)}")
+        if isinstance(loaded.get("exclusions"), str):
+            # A relative rules path in a settings file is relative to that file.
+            loaded["exclusions"] = str((p.parent / loaded["exclusions"]).resolve())
         values.update(loaded)
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
