@@ -14,6 +14,8 @@ The alias is one Column expression: Spark evaluates it in the JVM, never through
 
 from __future__ import annotations
 
+from typing import Any
+
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
@@ -47,12 +49,12 @@ def kql_alias(folder_path: ColumnOrName) -> Column:
     )
 
 
-def alias_expr(folder_path: ColumnOrName, profile: str = "kql") -> Column:
-    """The alias expression of a profile (see ``PROFILES``)."""
+def alias_expr(folder_path: ColumnOrName, profile: str = "kql", cfg: Any = None) -> Column:
+    """The alias expression of a profile (see ``PROFILES``); ``cfg`` may name alias rules."""
     if profile == "kql":
         return kql_alias(folder_path)
     if profile == "normalized":
         from fwpolicy.normalized import normalized_alias
 
-        return normalized_alias(folder_path)
+        return normalized_alias(folder_path, cfg)
     raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")

@@ -39,12 +39,17 @@ class PolicyConfig:
     server_keys_join: str = "auto"  # auto: broadcast when small (AQE), else a shuffle join
     partition_columns: tuple[str, ...] = ("EventDate",)  # date partitions to prune, if present
     exclusions: str | None = None  # benign-traffic rules file (conf/exclusions.yaml); none by default
+    aliases: str | None = None  # alias rules of profile normalized; None: conf/aliases.yaml
+    ephemeral_start_linux: int = 32768  # profile normalized: per-OS ephemeral ranges
+    ephemeral_start_macos: int = 49152
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
             raise ConfigError(f"profile must be one of {PROFILES}, got {self.profile!r}")
-        if not (isinstance(self.ephemeral_start, int) and 1 <= self.ephemeral_start <= 65536):
-            raise ConfigError(f"ephemeral_start must be an integer in 1..65536, got {self.ephemeral_start!r}")
+        for name in ("ephemeral_start", "ephemeral_start_linux", "ephemeral_start_macos"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65536):
+                raise ConfigError(f"{name} must be an integer in 1..65536, got {value!r}")
         if not isinstance(self.include_inbound_remote_ips, bool):
             raise ConfigError("include_inbound_remote_ips must be true or false")
         if not (isinstance(self.set_cap, int) and self.set_cap >= 1):
@@ -53,8 +58,10 @@ class PolicyConfig:
             raise ConfigError(f"distinct_machines must be one of {DISTINCT_MODES}")
         if self.server_keys_join not in JOIN_STRATEGIES:
             raise ConfigError(f"server_keys_join must be one of {JOIN_STRATEGIES}")
-        if self.exclusions is not None and not isinstance(self.exclusions, str):
-            raise ConfigError(f"exclusions must be a file path, got {self.exclusions!r}")
+        for name in ("exclusions", "aliases"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{name} must be a file path, got {value!r}")
         object.__setattr__(self, "partition_columns", tuple(self.partition_columns))
 
     def digest(self) -> str:
@@ -98,9 +105,10 @@ def load_policy_config(path: str | Path | None = None, **overrides: Any) -> Poli
         unknown = sorted(set(loaded) - known)
         if unknown:
             raise ConfigError(f"{p}: unknown setting(s) {unknown}; known: {sorted(known)}")
-        if isinstance(loaded.get("exclusions"), str):
-            # A relative rules path in a settings file is relative to that file.
-            loaded["exclusions"] = str((p.parent / loaded["exclusions"]).resolve())
+        for name in ("exclusions", "aliases"):
+            if isinstance(loaded.get(name), str):
+                # A relative rules path in a settings file is relative to that file.
+                loaded[name] = str((p.parent / loaded[name]).resolve())
         values.update(loaded)
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:

@@ -50,8 +50,15 @@ POLICY_COLUMNS = (
 
 
 def add_alias(conns: DataFrame, cfg: PolicyConfig) -> DataFrame:
-    """``AliasPath`` of each connection's folder path, under the configured profile."""
-    return conns.withColumn("AliasPath", alias_expr(PATH, cfg.profile))
+    """``AliasPath`` of each connection's folder path, under the configured profile.
+
+    The alias is computed once per distinct path and joined back: a fleet has far fewer
+    programs than connections, and the summary's branches all read the result. Adaptive
+    execution broadcasts the path table when it is small, as it usually is.
+    """
+    paths = conns.select(PATH).distinct()
+    aliases = paths.withColumn("AliasPath", alias_expr(PATH, cfg.profile, cfg))
+    return conns.join(aliases, on=PATH, how="inner")
 
 
 def capped_sorted(values: Column, cap: int) -> Column:
