@@ -42,6 +42,7 @@ class PolicyConfig:
     aliases: str | None = None  # alias rules of profile normalized; None: conf/aliases.yaml
     ephemeral_start_linux: int = 32768  # profile normalized: per-OS ephemeral ranges
     ephemeral_start_macos: int = 49152
+    hunting: Any = None  # HuntingSettings, or a mapping of its fields (see fwpolicy.hunting)
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -63,6 +64,13 @@ class PolicyConfig:
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"{name} must be a file path, got {value!r}")
         object.__setattr__(self, "partition_columns", tuple(self.partition_columns))
+        from fwpolicy.hunting import HuntingSettings  # hunting imports config: import late
+
+        if not isinstance(self.hunting, HuntingSettings):
+            try:
+                object.__setattr__(self, "hunting", HuntingSettings.from_mapping(self.hunting))
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"hunting: {e}") from e
 
     def digest(self) -> str:
         """A short stable hash of the settings, recorded with each run's output."""
