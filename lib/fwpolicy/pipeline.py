@@ -17,16 +17,20 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from fwpolicy.audit import AuditCounts, RunAudit, redact
 from fwpolicy.classify import connections, match_server_keys
 from fwpolicy.config import ConfigError, PolicyConfig, RunSpec
+from fwpolicy.exclusions import excluded_connections, load_rules
+from fwpolicy.hunting import HUNTING_TABLE, unusual_programs
 from fwpolicy.session import get_spark
-from fwpolicy.sink import read_table, replace_partition, table_path
+from fwpolicy.sink import ensure_owned_under, read_table, replace_partition, table_path
 from fwpolicy.source import read_window
 from fwpolicy.summarize import summarize
 
 log = logging.getLogger(__name__)
 
 POLICY_TABLE = "firewall_policy"
+EXCLUDED_TABLE = "excluded_connections"
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class RunResult:
     window_end: dt.date
     rows_written: int
     seconds: float
+    run_id: str | None = None  # the run's row in run_audit (and userMetadata of its commit)
+    audit: AuditCounts | None = None  # where the rows read went (fwpolicy.audit)
 
 
 def policy_from_connections(conns: DataFrame, cfg: PolicyConfig, start: dt.date, end: dt.date) -> DataFrame:
@@ -83,30 +89,69 @@ def check_paths(spec: RunSpec) -> None:
         raise ConfigError(f"output {spec.output} is inside the source {spec.source}; choose another")
 
 
-def written_rows(spark: SparkSession, path: str) -> int:
-    """Rows the last commit wrote, from Delta's own commit metrics (no table scan)."""
+def written_rows(spark: SparkSession, path: str, user_metadata: str | None = None) -> int:
+    """Rows the last commit wrote, from Delta's own commit metrics (no table scan).
+
+    With ``user_metadata``: the rows of the latest commit that carries it, so a concurrent
+    run's commit landing just after ours is not mistaken for ours."""
     from delta.tables import DeltaTable
 
-    # history(1) is one small row of commit metadata, not event data.
-    last = DeltaTable.forPath(spark, path).history(1).select("operationMetrics").first()
+    # history(n) is a few small rows of commit metadata, not event data.
+    commits = DeltaTable.forPath(spark, path).history(1 if user_metadata is None else 50)
+    if user_metadata is not None:
+        commits = commits.where(F.col("userMetadata") == F.lit(user_metadata))
+    last = commits.select("operationMetrics").first()
     metrics = (last["operationMetrics"] or {}) if last else {}
     return int(metrics.get("numOutputRows", 0))
 
 
 def run(spec: RunSpec, spark: SparkSession | None = None) -> RunResult:
-    """Compute the policy of ``spec``'s window and replace its partition of ``firewall_policy``."""
+    """Compute the policy of ``spec``'s window and replace its partition of ``firewall_policy``.
+
+    Then append the run's row to ``run_audit`` (its own commit). Output tables fwpolicy did not
+    create are refused before any work (``ConfigError``)."""
     check_paths(spec)
     spark = spark or get_spark()
     spark.conf.set("spark.sql.session.timeZone", "UTC")  # windows and dates are UTC
     began = time.monotonic()
     cfg = spec.policy
-    events = read_window(spark, spec.source, spec.source_format, spec.start, spec.end, cfg.partition_columns)
     path = table_path(spec.output, POLICY_TABLE)
-    log.info("computing %s for [%s, %s) from %s", POLICY_TABLE, spec.start, spec.end, spec.source)
-    with persisted(connections(events, cfg)) as conns:
-        replace_partition(policy_from_connections(conns, cfg, spec.start, spec.end), path, spec.end)
-    result = RunResult(path, spec.start, spec.end, written_rows(spark, path), time.monotonic() - began)
-    log.info("wrote %d rows to %s in %.1fs", result.rows_written, path, result.seconds)
+    # Refuse, before any work, to overwrite tables at the output root that fwpolicy did not create.
+    ensure_owned_under(spark, spec.output, (POLICY_TABLE, EXCLUDED_TABLE, HUNTING_TABLE))
+    audit = RunAudit(spark, "run", spec)  # refuses a foreign run_audit too
+    rules = load_rules(cfg.exclusions) if cfg.exclusions else None  # a bad file fails before work
+    events = read_window(spark, spec.source, spec.source_format, spec.start, spec.end, cfg.partition_columns)
+    excluded, tags = rules.expressions(set(events.columns)) if rules else (None, None)
+    audit.read(events)
+    tag = audit.commit_tag
+    log.info("computing %s for [%s, %s) from %s", POLICY_TABLE, spec.start, spec.end, redact(spec.source))
+    try:
+        with persisted(connections(events, cfg, excluded, tags)) as conns:
+            replace_partition(policy_from_connections(conns, cfg, spec.start, spec.end), path, spec.end, tag)
+            # Every connection, excluded or not: malware can borrow a name an exclusion trusts.
+            replace_partition(
+                unusual_programs(match_server_keys(conns, cfg), cfg, spec.start, spec.end, cfg.hunting),
+                table_path(spec.output, HUNTING_TABLE),
+                spec.end,
+                tag,
+            )
+            # Written on every run, even without rules, so no stale exclusions outlive a change.
+            replace_partition(
+                excluded_connections(match_server_keys(conns, cfg), cfg, spec.start, spec.end),
+                table_path(spec.output, EXCLUDED_TABLE),
+                spec.end,
+                tag,
+            )
+            counts = audit.count(conns, cfg)
+        rows_written = written_rows(spark, path, tag)
+    except Exception:
+        audit.failed()  # best effort: a 'failed' row in run_audit, then the original error
+        raise
+    result = RunResult(
+        path, spec.start, spec.end, rows_written, time.monotonic() - began, audit.run_id, counts
+    )
+    log.info("wrote %d rows to %s in %.1fs", result.rows_written, redact(path), result.seconds)
+    audit.finish(result.rows_written)  # --- end audit
     return result
 
 
