@@ -1,0 +1,379 @@
+"""Nightly incremental mode: daily partials rolled up equal a full run of the same window.
+
+One small simulated fleet (12 devices x 6 days, 10 events per device-day) is generated once per
+module, with a seventh day kept aside as a pool of "late" events. Days are ``D0`` .. ``D5``.
+The first night (window [D0, D3], 2 refresh days) also runs once per module; tests that run
+further nights start from a copy of its output root.
+
+"Equal" is exact: every column of every row of the window's partition of ``firewall_policy``
+(arrays included, in their written order), ``unusual_programs`` and ``excluded_connections``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyspark.sql import SparkSession, Window
+from pyspark.sql import functions as F
+
+from fwpolicy.audit import AUDIT_TABLE
+from fwpolicy.config import ConfigError, PolicyConfig, RunSpec
+from fwpolicy.generate import generate_events, write_lake
+from fwpolicy.hunting import HUNTING_TABLE
+from fwpolicy.nightly import (
+    DAY_COLUMN,
+    DIGEST_COLUMN,
+    PARTIALS_TABLE,
+    NightlyResult,
+    NightlySpec,
+    days_predicate,
+    format_days,
+    partials_digest,
+    read_days,
+    run_nightly,
+)
+from fwpolicy.pipeline import EXCLUDED_TABLE, POLICY_TABLE, run
+from fwpolicy.sink import table_path
+from plans import scan_nodes
+
+D0 = dt.date(2026, 8, 1)
+DEVICES, DAYS, PER_DEVICE_DAY = 12, 6, 10
+PER_DAY = DEVICES * PER_DEVICE_DAY
+WINDOW, REFRESH = 4, 2
+WINDOW_TABLES = (POLICY_TABLE, HUNTING_TABLE, EXCLUDED_TABLE)
+
+
+def day(i: int) -> dt.date:
+    return D0 + dt.timedelta(days=i)
+
+
+def days(lo: int, hi: int) -> list[dt.date]:
+    """Days ``D<lo>`` .. ``D<hi>`` inclusive."""
+    return [day(i) for i in range(lo, hi + 1)]
+
+
+# --------------------------------------------------------------------------------------------
+# Fixtures and helpers
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lake(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A Parquet lake of days D0..D5 partitioned by EventDate, and the events of D6 kept aside."""
+    root = tmp_path_factory.mktemp("nightly")
+    events = generate_events(
+        spark, DEVICES, DAYS + 1, seed=11, start=D0, events_per_device_day=PER_DEVICE_DAY
+    ).persist()
+    try:
+        write_lake(events.where(F.col("EventDate") < F.lit(day(DAYS))), str(root / "lake"), "parquet")
+        write_lake(events.where(F.col("EventDate") == F.lit(day(DAYS))), str(root / "spare"), "parquet")
+    finally:
+        events.unpersist()
+    return {"lake": str(root / "lake"), "spare": str(root / "spare")}
+
+
+def nightly(source: str, output: str, date: dt.date, **kw: Any) -> NightlySpec:
+    kw.setdefault("window_days", WINDOW)
+    kw.setdefault("refresh_days", REFRESH)
+    return NightlySpec(source, "parquet", output, date, **kw)
+
+
+@pytest.fixture(scope="module")
+def first_night(spark, lake, tmp_path_factory) -> tuple[NightlySpec, NightlyResult]:
+    """The first night over the lake: window [D0, D3], nothing stored yet."""
+    spec = nightly(lake["lake"], str(tmp_path_factory.mktemp("first") / "out"), day(3))
+    return spec, run_nightly(spec, spark)
+
+
+def copy_lake(lake: dict[str, str], tmp_path: Path) -> str:
+    """A private copy of the lake, for a test that appends to its source."""
+    shutil.copytree(lake["lake"], tmp_path / "lake")
+    return str(tmp_path / "lake")
+
+
+def copy_output(first: NightlySpec, tmp_path: Path) -> str:
+    """A private copy of the first night's output root (Delta logs hold relative paths)."""
+    shutil.copytree(first.output, tmp_path / "out")
+    return str(tmp_path / "out")
+
+
+def append_late_events(spark: SparkSession, spare: str, source: str, to: dt.date, null_timestamps: int = 0):
+    """Append the spare day's events to ``source`` as events of day ``to`` that arrived late.
+
+    ``null_timestamps`` of them lose their Timestamp (but stay in ``to``'s partition).
+    """
+    shift = (day(DAYS) - to).days
+    rank = F.row_number().over(Window.orderBy("Timestamp", "DeviceId", "LocalPort", "RemoteIP"))
+    late = (
+        spark.read.parquet(spare)
+        .withColumn("_rank", rank)
+        .withColumns(
+            {
+                "Timestamp": F.when(F.col("_rank") > null_timestamps, F.col("Timestamp"))
+                - F.expr(f"INTERVAL {shift} DAYS"),
+                "EventDate": F.lit(to),
+            }
+        )
+        .drop("_rank")
+    )
+    late.write.mode("append").partitionBy("EventDate").parquet(source)
+
+
+def window_tables(spark: SparkSession, output: str, window_end: dt.date) -> dict[str, list[dict[str, Any]]]:
+    """Every column of one window's partition of each table ``run`` writes, as sorted Row dicts."""
+    out = {}
+    for name in WINDOW_TABLES:
+        table = spark.read.format("delta").load(table_path(output, name))
+        rows = table.where(F.col("window_end") == F.lit(window_end)).collect()
+        out[name] = sorted((r.asDict(recursive=True) for r in rows), key=repr)
+    return out
+
+
+def full_run(spark: SparkSession, spec: NightlySpec, output: str) -> dict[str, list[dict[str, Any]]]:
+    """``fwpolicy run`` over the nightly's window, to another output root; its tables' rows."""
+    full = RunSpec(spec.source, spec.source_format, output, spec.window_start, spec.window_end, spec.policy)
+    run(full, spark)
+    return window_tables(spark, output, spec.window_end)
+
+
+def normalized(row: dict[str, Any]) -> dict[str, Any]:
+    """Row dict with unordered sets (collect_set order) sorted, for the partials table."""
+    return {k: sorted(v) if isinstance(v, list) else v for k, v in row.items()}
+
+
+def partial_rows(spark: SparkSession, output: str) -> list[dict[str, Any]]:
+    table = spark.read.format("delta").load(table_path(output, PARTIALS_TABLE))
+    return sorted((normalized(r.asDict(recursive=True)) for r in table.collect()), key=repr)
+
+
+def stored_connections(spark: SparkSession, output: str, d: dt.date) -> int:
+    """Events a stored day of the partials accounts for (kept and removed rows alike)."""
+    table = spark.read.format("delta").load(table_path(output, PARTIALS_TABLE))
+    return table.where(F.col(DAY_COLUMN) == F.lit(d)).agg(F.sum("Connections")).first()[0]
+
+
+def audit_row(spark: SparkSession, output: str, run_id: str) -> dict[str, Any]:
+    table = spark.read.format("delta").load(table_path(output, AUDIT_TABLE))
+    (row,) = table.where(F.col("run_id") == F.lit(run_id)).collect()
+    return row.asDict()
+
+
+def total(rows: list[dict[str, Any]]) -> int:
+    return sum(r["ConnectionCount"] for r in rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Spark runs
+# --------------------------------------------------------------------------------------------
+
+
+def test_first_night_equals_full_run_next_night_computes_new_and_refresh_days(spark, first_night, tmp_path):
+    first, result = first_night
+    # First night: nothing stored, every day of the window [D0, D3] is computed.
+    assert result.days_computed == days(0, 3)
+    assert result.days_reused == []
+    assert (result.window_start, result.window_end) == (day(0), day(4))
+    assert result.unusable_timestamp_events == 0
+    first_tables = window_tables(spark, first.output, day(4))
+    assert result.policy_rows_written == len(first_tables[POLICY_TABLE]) > 0
+    assert len(first_tables[HUNTING_TABLE]) > 0
+    assert first_tables == full_run(spark, first, str(tmp_path / "full1"))
+    assert {r["window_start"] for r in first_tables[POLICY_TABLE]} == {day(0)}
+    assert "days computed:  4 (2026-08-01..2026-08-04)" in result.describe()
+    audit = audit_row(spark, first.output, result.run_id)
+    assert (audit["command"], audit["status"]) == ("nightly", "succeeded")
+    assert (audit["window_start"], audit["window_end"]) == (day(0), day(4))
+    assert audit["rows_read"] == 4 * PER_DAY
+    assert audit["rows_written"] == result.policy_rows_written
+
+    # Next night: the new day D4 and the refresh days D3, D4; D1 and D2 are reused.
+    out = copy_output(first, tmp_path)
+    second = nightly(first.source, out, day(4))
+    result = run_nightly(second, spark)
+    assert result.days_computed == days(3, 4)
+    assert result.days_reused == days(1, 2)
+    tables = window_tables(spark, out, day(5))
+    assert tables == full_run(spark, second, str(tmp_path / "full2"))
+    partials = partial_rows(spark, out)
+    assert {r[DAY_COLUMN] for r in partials} == set(days(0, 4))  # D0 stays, outside the window
+    assert {r[DIGEST_COLUMN] for r in partials} == {partials_digest(PolicyConfig())}
+    assert audit_row(spark, out, result.run_id)["rows_read"] == 2 * PER_DAY  # D3 and D4 only
+
+    # The same night again: the same days recomputed, the same tables (idempotent).
+    again = run_nightly(second, spark)
+    assert again.days_computed == days(3, 4)
+    assert window_tables(spark, out, day(5)) == tables
+    assert partial_rows(spark, out) == partials
+    assert again.policy_rows_written == len(tables[POLICY_TABLE])
+    # Each night replaced only its own window_end partition.
+    assert window_tables(spark, out, day(4)) == first_tables
+    ends = spark.read.format("delta").load(table_path(out, POLICY_TABLE)).select("window_end").distinct()
+    assert sorted(r[0] for r in ends.collect()) == [day(4), day(5)]
+
+
+def test_late_events_within_refresh_are_included_older_ones_are_not(spark, lake, first_night, tmp_path):
+    """Late events of a refresh day enter the next night's result; older late ones do not.
+
+    Trade-off: a stored day outside the refresh range is never read again, so events that
+    arrive more than ``refresh_days`` late are missed until that day is recomputed (a run
+    with ``refresh_days >= window_days`` recomputes the whole window).
+    """
+    first, _ = first_night
+    source, out = copy_lake(lake, tmp_path), copy_output(first, tmp_path)
+    spec = nightly(source, out, day(3))  # window [D0, D3], refresh D2, D3; all stored
+    before = window_tables(spark, out, day(4))[POLICY_TABLE]
+
+    # Late events of D3 (within the refresh range), 3 of them without a usable Timestamp.
+    append_late_events(spark, lake["spare"], source, day(3), null_timestamps=3)
+    result = run_nightly(spec, spark)
+    assert result.days_computed == days(2, 3)
+    assert result.days_reused == days(0, 1)
+    assert result.unusable_timestamp_events == 3  # counted, not stored, not in the policy
+    assert "unusable Timestamp: 3 events" in result.describe()
+    assert audit_row(spark, out, result.run_id)["rejected"] == {"null_timestamp": 3}
+    assert stored_connections(spark, out, day(3)) == 2 * PER_DAY - 3
+    tables = window_tables(spark, out, day(4))
+    assert total(tables[POLICY_TABLE]) > total(before)
+    assert tables == full_run(spark, spec, str(tmp_path / "full"))
+
+    # Late events of D1 (stored, outside the refresh range): not read again, result unchanged.
+    append_late_events(spark, lake["spare"], source, day(1))
+    result = run_nightly(spec, spark)
+    assert result.days_computed == days(2, 3)
+    assert window_tables(spark, out, day(4)) == tables
+    in_source = spark.read.parquet(source).where(F.to_date("Timestamp") == F.lit(day(1))).count()
+    assert in_source == 2 * PER_DAY
+    assert stored_connections(spark, out, day(1)) == PER_DAY  # the late half is missed
+
+
+def test_changed_config_recomputes_every_day(spark, first_night, tmp_path):
+    """Inbound remote IPs and benign-traffic rules change the connection table: no day is reused."""
+    first, _ = first_night
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n"
+        "  - {name: browser, action: exclude, match: {file_name: [chrome.exe]}}\n"
+        "  - {name: sync, action: tag, match: {file_name: [OneDrive.exe]}}\n"
+    )
+    cfg = PolicyConfig(include_inbound_remote_ips=True, exclusions=str(rules))
+    out = copy_output(first, tmp_path)
+    changed = nightly(first.source, out, day(3), policy=cfg)
+    result = run_nightly(changed, spark)
+    assert result.days_computed == days(0, 3)
+    assert result.days_reused == []
+    tables = window_tables(spark, out, day(4))
+    assert tables == full_run(spark, changed, str(tmp_path / "full"))
+    policy = tables[POLICY_TABLE]
+    assert any(r["Directionality"] == "Inbound" and r["RemoteIPs"] != [""] for r in policy)
+    assert {r["Rule"] for r in tables[EXCLUDED_TABLE]} == {"browser"}
+    assert not any("chrome" in r["AliasPath"] for r in policy)
+    assert any(r["Tags"] == ["sync"] for r in policy)
+    stored = spark.read.format("delta").load(table_path(out, PARTIALS_TABLE)).select(DIGEST_COLUMN)
+    assert {r[0] for r in stored.distinct().collect()} == {partials_digest(cfg)}
+
+
+def test_read_days_reads_only_the_partitions_of_the_days(spark, lake):
+    """One scan, with partition filters: the days' partitions and their neighbours only."""
+    spec = nightly(lake["lake"], "/nonexistent/out", day(5), window_days=6)
+    df = read_days(spark, spec, [day(0), day(4)])
+    assert df.count() == 2 * PER_DAY
+    (scan,) = scan_nodes(df)
+    assert "EventDate" in scan.partitionFilters().mkString(", ")
+    # D0 and D4 with a day's margin: D0, D1, D3, D4, D5 (D-1 does not exist). D2 is pruned.
+    assert len(scan.selectedPartitions()) == 5
+
+
+# --------------------------------------------------------------------------------------------
+# No Spark job
+# --------------------------------------------------------------------------------------------
+
+
+def test_spec_window_and_refresh_days():
+    spec = NightlySpec("src", "delta", "out", day(9), window_days=5, refresh_days=2)
+    assert spec.window() == days(5, 9)
+    assert spec.refresh() == days(8, 9)
+    assert (spec.window_start, spec.window_end) == (day(5), day(10))
+    assert spec.run_spec() == RunSpec("src", "delta", "out", day(5), day(10))
+    assert NightlySpec("s", "delta", "o", day(9), window_days=3, refresh_days=0).refresh() == []
+    assert NightlySpec("s", "delta", "o", day(9), window_days=3, refresh_days=9).refresh() == days(7, 9)
+    assert NightlySpec("s", "delta", "o", day(9), window_days=1).window() == [day(9)]
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"window_days": 0}, "window_days"),
+        ({"window_days": True}, "window_days"),
+        ({"refresh_days": -1}, "refresh_days"),
+        ({"refresh_days": 1.5}, "refresh_days"),
+        ({"source_format": "csv"}, "source format"),
+        ({"date": dt.datetime(2026, 8, 1, 12)}, "date"),
+    ],
+)
+def test_spec_rejects_bad_values(kw, message):
+    args = {"source": "s", "source_format": "delta", "output": "o", "date": day(0), **kw}
+    with pytest.raises(ConfigError, match=message):
+        NightlySpec(**args)
+
+
+def test_output_inside_source_is_refused(spark, tmp_path):
+    source = tmp_path / "lake"
+    source.mkdir()
+    spec = NightlySpec(str(source), "parquet", str(source / "out"), day(0))
+    with pytest.raises(ConfigError, match="inside the source"):
+        run_nightly(spec, spark)
+    assert not (source / "out").exists()
+
+
+def test_digest_covers_only_settings_that_change_the_connection_table(tmp_path):
+    base = partials_digest(PolicyConfig())
+    assert partials_digest(PolicyConfig()) == base
+    for rollup_only in (
+        PolicyConfig(set_cap=5),
+        PolicyConfig(distinct_machines="approx"),
+        PolicyConfig(server_keys_join="shuffle"),
+        PolicyConfig(partition_columns=("day",)),
+        PolicyConfig(hunting={"recent_days": 3}),
+    ):
+        assert partials_digest(rollup_only) == base
+    for changed in (
+        PolicyConfig(include_inbound_remote_ips=True),
+        PolicyConfig(ephemeral_start=32768),
+        PolicyConfig(ephemeral_start_linux=40000),
+        PolicyConfig(profile="normalized"),
+    ):
+        assert partials_digest(changed) != base
+
+    # Rules count by content: an edited file changes the digest, a copied one does not.
+    rules = tmp_path / "a.yaml"
+    rules.write_text("rules:\n  - {name: x, action: exclude, match: {file_name: [x.exe]}}\n")
+    with_rules = partials_digest(PolicyConfig(exclusions=str(rules)))
+    assert with_rules != base
+    copy = tmp_path / "b.yaml"
+    copy.write_text("# same rule, other file\n" + rules.read_text())
+    assert partials_digest(PolicyConfig(exclusions=str(copy))) == with_rules
+    rules.write_text("rules:\n  - {name: x, action: exclude, match: {file_name: [y.exe]}}\n")
+    assert partials_digest(PolicyConfig(exclusions=str(rules))) != with_rules
+
+
+def test_days_predicate():
+    assert days_predicate("EventDate", [day(2), day(0), day(2)]) == (
+        "EventDate IN (DATE'2026-08-01', DATE'2026-08-03')"
+    )
+    with pytest.raises(ValueError):
+        days_predicate("EventDate", [])
+    with pytest.raises(TypeError):
+        days_predicate("EventDate", [dt.datetime(2026, 8, 1)])
+    with pytest.raises(TypeError):
+        days_predicate("EventDate", ["2026-08-01'); DROP"])
+    with pytest.raises(ValueError):
+        days_predicate("EventDate = 1 OR 1", [day(0)])
+
+
+def test_format_days():
+    assert format_days([]) == "none"
+    assert format_days([day(3), day(0), day(1), day(2), day(5)]) == "2026-08-01..2026-08-04, 2026-08-06"
