@@ -28,8 +28,8 @@ setup: $(STAMP) ## create .venv, install fwpolicy with dev tools, fetch Delta ja
 run: $(STAMP) ## demo: generate data/ once, run the job on local[*], print a summary
 	$(PY) -m fwpolicy demo
 
-test: $(STAMP) ## run the test suite on local Spark
-	$(PY) -m pytest -q
+test: $(STAMP) ## run the test suite on local Spark (slow cluster/spark-submit tests: cluster-test)
+	$(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP) ## ruff
 	$(PY) -m ruff check lib jobs tests bench
@@ -42,7 +42,7 @@ package: $(STAMP) ## build the wheel for spark-submit --py-files into dist/
 	$(PY) -m build --wheel --outdir dist .
 
 cluster-test: $(STAMP) ## run the job on a local standalone cluster and compare with local mode
-	$(PY) -m pytest -q -m slow tests/test_standalone_cluster.py
+	$(PY) -m pytest -q -m slow tests/test_standalone_cluster.py tests/test_package.py
 
 clean: ## remove generated data and build output (keeps .venv)
 	rm -rf data dist build spark-warehouse metastore_db derby.log bench/lake* bench/out* lib/*.egg-info
