@@ -264,3 +264,22 @@ def test_racing_creations_of_one_table_both_go_on(spark, tmp_path):
     assert not errors
     assert latest_version(tmp_path / "t") == 0  # one creation commit
     assert table_properties(spark, path)[OWNER_PROPERTY] == OWNER
+
+
+def test_a_table_created_by_another_process_is_seen(spark, tmp_path):
+    """The session's cached Delta log of a path must not hide a table another process created
+    after this session looked (the copy below stands for that other process's commit)."""
+    import shutil
+
+    from delta.tables import DeltaTable
+
+    from fwpolicy.sink import ensure_owned
+
+    made, later = tmp_path / "made", tmp_path / "later"
+    prepare_table(spark, str(made), spark.range(1).schema)
+    (later / "_delta_log").mkdir(parents=True)  # as a creation in progress leaves it
+    assert ensure_owned(spark, str(later)) is False
+    assert not DeltaTable.isDeltaTable(spark, str(later))  # the session caches an empty log
+    for commit in (made / "_delta_log").glob("*.json"):
+        shutil.copy(commit, later / "_delta_log" / commit.name)
+    assert ensure_owned(spark, str(later)) is True

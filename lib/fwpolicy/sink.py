@@ -24,6 +24,7 @@ partition replacement, or an append whose failed commit added nothing).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -76,8 +77,17 @@ def _filesystem(spark: SparkSession, path: str):
 
 
 def _is_delta_table(spark: SparkSession, path: str) -> bool:
+    """Whether ``path`` is a Delta table now, even if another process just created it.
+
+    ``DeltaTable.isDeltaTable`` answers from the session's cached log of the path, which does
+    not see a table that another process created after this session first looked (a run
+    checks its outputs before work, and a concurrent run may create them meanwhile). Opening
+    the path for a read brings the cached log up to date first.
+    """
     from delta.tables import DeltaTable
 
+    with contextlib.suppress(Exception):  # not a Delta table (yet): isDeltaTable says so below
+        spark.read.format("delta").load(path)
     return bool(DeltaTable.isDeltaTable(spark, path))
 
 
