@@ -214,23 +214,33 @@ def test_rare_programs_in_odd_folders_sit_on_very_few_devices(spark):
     assert any(4444 in r.ports for r in rows)
 
 
-def test_generated_code_stays_under_the_jit_method_limit(spark):
-    """HotSpot does not compile methods over 8000 bytes of bytecode; such a stage runs interpreted."""
-    jvm = spark._jvm
-    plan = generate_events(spark, 10, 1)._jdf.queryExecution().executedPlan()
-    sizes = []
-    pending = [plan]
+def method_sizes(spark, df: DataFrame) -> list[int]:
+    """Bytecode size of the largest method of each whole-stage-codegen stage of ``df``."""
+    compile_java = spark._jvm.org.apache.spark.sql.catalyst.expressions.codegen.CodeGenerator.compile
+    sizes, pending = [], [df._jdf.queryExecution().executedPlan()]
     while pending:
         node = pending.pop()
         if node.getClass().getSimpleName() == "WholeStageCodegenExec":
-            code = node.doCodeGen()._2()
-            stats = jvm.org.apache.spark.sql.catalyst.expressions.codegen.CodeGenerator.compile(code)._2()
-            sizes.append(stats.maxMethodCodeSize())
+            sizes.append(compile_java(node.doCodeGen()._2())._2().maxMethodCodeSize())
         children = node.children().iterator()
         while children.hasNext():
             pending.append(children.next())
-    assert sizes, "expected whole-stage code generation"
+    return sizes
+
+
+def test_generated_code_stays_under_the_jit_method_limit(spark):
+    """HotSpot does not compile methods over 8000 bytes of bytecode; such a stage runs interpreted."""
+    sizes = method_sizes(spark, generate_events(spark, 10, 1))
+    assert len(sizes) == 4, sizes
     assert max(sizes) < 8000, sizes
+
+
+def test_a_callers_filter_is_not_pushed_into_the_generator(spark):
+    filtered = generate_events(spark, 10, 1).where(
+        (F.col("ActionType") == "ConnectionSuccess") & F.col("InitiatingProcessFolderPath").startswith("C:")
+    )
+    assert max(method_sizes(spark, filtered)) < 8000
+    assert filtered.count() > 0
 
 
 # --- write_lake ---------------------------------------------------------------------------------

@@ -325,17 +325,17 @@ CATALOG: tuple[Program, ...] = (
         "windows",
         "C:\\Users\\Public\\svc.exe",
         "out",
-        10,
+        40,
         (4444,),
         pool=2,
-        share=0.003,
+        share=0.002,
         cmd="C:\\Users\\Public\\svc.exe",
     ),
     Program(
         "windows",
         "C:\\Users\\{u}\\Downloads\\invoice.exe",
         "out",
-        10,
+        40,
         (8081, 443),
         pool=3,
         share=0.003,
@@ -345,20 +345,20 @@ CATALOG: tuple[Program, ...] = (
         "windows",
         "C:\\$Recycle.Bin\\x.exe",
         "out",
-        10,
+        40,
         (4444, 8443),
         pool=2,
-        share=0.002,
+        share=0.001,
         cmd="C:\\$Recycle.Bin\\x.exe -c",
     ),
     Program(
         "windows",
         "C:\\ProgramData\\upd.exe",
         "out",
-        10,
+        40,
         (8081,),
         pool=3,
-        share=0.004,
+        share=0.002,
         cmd="C:\\ProgramData\\upd.exe /silent",
     ),
     # --- Linux: listeners and servers ------------------------------------------------------------
@@ -464,7 +464,7 @@ CATALOG: tuple[Program, ...] = (
         cmd="java -jar /opt/app/service.jar",
     ),
     # --- Linux: rare ---------------------------------------------------------------------------------
-    Program("linux", "/tmp/.x/kworker", "out", 10, (4444, 1337), pool=2, share=0.005, cmd="[kworker/0:2]"),
+    Program("linux", "/tmp/.x/kworker", "out", 40, (4444, 1337), pool=2, share=0.004, cmd="[kworker/0:2]"),
 )
 
 # Events of a program that a device does not run go to its OS's fallback program.
@@ -639,9 +639,19 @@ def _is(column: str, code: IntEnum) -> Column:
     return F.col(column) == F.lit(int(code))
 
 
-def _nullable(c: Column) -> Column:
-    """Same values, declared nullable (Defender's columns all are)."""
-    return F.when(F.lit(True), c)
+def _with_barrier(df: DataFrame) -> DataFrame:
+    """Adds ``barrier``, always true, that Spark counts as nondeterministic; see ``_output``.
+
+    Spark never pushes a caller's filter below a projection with a nondeterministic column.
+    Pushed down, a filter on, say, ActionType would inline the helper columns it depends on, each
+    as often as it is used, into one huge condition that the JVM cannot compile.
+    """
+    return df.withColumn("barrier", F.spark_partition_id() >= 0)
+
+
+def _output(c: Column) -> Column:
+    """Same values, declared nullable (as Defender's columns all are), above the barrier."""
+    return F.when(F.col("barrier"), c)
 
 
 # --------------------------------------------------------------------------------------------
@@ -966,17 +976,19 @@ def generate_events(
     )
     parts = _partitions(devices, days, events_per_device_day)
     df = _rows(spark, devices, days, events_per_device_day)
-    # Three code-generation stages, each small enough for the JIT (see _codegen_boundary).
+    # Four code-generation stages, each small enough for the JIT (see _codegen_boundary).
     catalog = _catalog_column()
     df = _with_folder_path(_with_program(_with_device(df, seed), seed, catalog), seed, catalog)
     df = _codegen_boundary(df, parts)
     df = _with_ports(_with_peers(df, seed, devices, catalog), seed)
     df = _codegen_boundary(df, parts)
-    df = _with_device_names(_with_remote_ip(df, seed), seed)
+    df = _with_remote_ip(df, seed)
+    df = _codegen_boundary(df, parts)
+    df = _with_barrier(_with_device_names(df, seed))
     columns = _event_columns(seed, start, catalog)
     return df.select(
         *[
-            _nullable(columns.get(f.name, F.col(f.name)).cast(f.dataType)).alias(f.name)
+            _output(columns.get(f.name, F.col(f.name)).cast(f.dataType)).alias(f.name)
             for f in EVENT_SCHEMA.fields
         ]
     )
