@@ -487,7 +487,6 @@ PUBLIC_FIRST_OCTETS = (13, 20, 23, 34, 35, 40, 52, 54, 104, 142, 151, 157, 185, 
 # Ports whose traffic is UDP (DNS, NTP, NetBIOS, mDNS, Teams media), as inclusive ranges.
 UDP_PORT_RANGES = ((53, 53), (123, 123), (137, 137), (3478, 3481), (5353, 5353), (50000, 50059))
 
-WINDOWS_SHARE = 0.8  # exactly one Linux device in each block of five devices
 LEGACY_PROFILE_SHARE = 0.02  # devices whose profiles are c:\documents and settings\<u>\
 UPPER_WINDIR_SHARE = 0.1  # devices reporting C:\WINDOWS\system32\...
 UNC_PREFIX_SHARE = 0.02  # events with \\?\C:\Windows\... paths
@@ -732,6 +731,7 @@ def _codegen_boundary(df: DataFrame, partitions: int) -> DataFrame:
 def _with_device(df: DataFrame, seed: int) -> DataFrame:
     """Per-device attributes, all functions of the device index."""
     dev = F.col("device")
+    # Exactly one Linux device in each block of five: 80% Windows at any fleet size.
     linux_slot = _below(seed, Salt.LINUX_SLOT, 5, F.expr("device DIV 5"))
     base_user = F.col("base_user")
     df = df.withColumns(
