@@ -45,10 +45,40 @@ EVENTS = [
     (event(), "Outbound"),
     (event(Timestamp=DAY2, DeviceId="dev-2"), "Outbound"),
     (event(RemotePort=53, RemoteIP="10.0.0.53"), "Outbound"),
-    (event(ActionType="ListeningConnectionCreated", LocalPort=3389, RemoteIP="", RemotePort=0, InitiatingProcessFolderPath=SVC), "Inbound"),
-    (event(ActionType="InboundConnectionAccepted", LocalPort=3389, RemoteIP="198.51.100.7", RemotePort=51000, InitiatingProcessFolderPath=SVC), "Inbound"),
-    (event(Timestamp=DAY2, ActionType="InboundConnectionAccepted", LocalPort=3389, RemoteIP="198.51.100.8", InitiatingProcessFolderPath=SVC), "Inbound"),
-    (event(LocalPort=80, DeviceId="dev-3"), NO_SERVER_KEY),  # an outbound action on a server port, never listened
+    (
+        event(
+            ActionType="ListeningConnectionCreated",
+            LocalPort=3389,
+            RemoteIP="",
+            RemotePort=0,
+            InitiatingProcessFolderPath=SVC,
+        ),
+        "Inbound",
+    ),
+    (
+        event(
+            ActionType="InboundConnectionAccepted",
+            LocalPort=3389,
+            RemoteIP="198.51.100.7",
+            RemotePort=51000,
+            InitiatingProcessFolderPath=SVC,
+        ),
+        "Inbound",
+    ),
+    (
+        event(
+            Timestamp=DAY2,
+            ActionType="InboundConnectionAccepted",
+            LocalPort=3389,
+            RemoteIP="198.51.100.8",
+            InitiatingProcessFolderPath=SVC,
+        ),
+        "Inbound",
+    ),
+    (
+        event(LocalPort=80, DeviceId="dev-3"),
+        NO_SERVER_KEY,
+    ),  # an outbound action on a server port, never listened
     (event(RemoteIPType="Loopback"), "loopback"),
     (event(LocalIP="10.9.9.9", RemoteIP="10.9.9.9"), "local_equals_remote"),
     (event(RemoteIP="169.254.1.1"), "link_local"),
@@ -89,7 +119,9 @@ def independent_count(spark, path) -> int:
     raw = spark.read.parquet(str(path))
     lo, hi = dt.datetime.combine(START, dt.time()), dt.datetime.combine(END, dt.time())
     in_window = (F.col("Timestamp") >= F.lit(lo)) & (F.col("Timestamp") < F.lit(hi))
-    unusable = F.col("Timestamp").isNull() & (F.col("EventDate") >= F.lit(START)) & (F.col("EventDate") < F.lit(END))
+    unusable = (
+        F.col("Timestamp").isNull() & (F.col("EventDate") >= F.lit(START)) & (F.col("EventDate") < F.lit(END))
+    )
     return raw.where(in_window | unusable).count()
 
 
@@ -151,7 +183,12 @@ def test_counts_cover_excluded_rows_and_direct_frames(spark):
     with persisted(connections(events, cfg, excluded=excluded)) as conns:
         counts = audit_counts(conns, cfg)
     assert counts.balanced
-    assert (counts.rows_read, counts.rows_inbound, counts.rows_outbound, counts.rows_excluded) == (13, 0, 2, 4)
+    assert (counts.rows_read, counts.rows_inbound, counts.rows_outbound, counts.rows_excluded) == (
+        13,
+        0,
+        2,
+        4,
+    )
     assert counts.removed[NO_SERVER_KEY] == 1 and counts.rejected == {}
 
 
@@ -170,7 +207,7 @@ def test_a_failed_run_leaves_a_failed_row(spark, source, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("simulated failure while computing")
 
-    monkeypatch.setattr(pipeline_module, "policy_from_connections", boom)
+    monkeypatch.setattr(pipeline_module, "summarize", boom)
     spec = RunSpec(str(source), "parquet", str(tmp_path / "out"), START, END, PolicyConfig())
     with pytest.raises(RuntimeError, match="simulated failure"):
         run(spec, spark)
@@ -186,7 +223,10 @@ def test_a_failed_run_leaves_a_failed_row(spark, source, tmp_path, monkeypatch):
         ("abfss://events@acct.dfs.core.windows.net/dne", "abfss://events@acct.dfs.core.windows.net/dne"),
         ("s3a://AKIAEXAMPLE:s3cr3t/key@bucket/dne", "s3a://***@bucket/dne"),
         ("s3a://bucket/dne", "s3a://bucket/dne"),
-        ("wasbs://c@acct.blob.core.windows.net/dne?sv=2024&sig=abc%2Fdef", "wasbs://c@acct.blob.core.windows.net/dne?***"),
+        (
+            "wasbs://c@acct.blob.core.windows.net/dne?sv=2024&sig=abc%2Fdef",
+            "wasbs://c@acct.blob.core.windows.net/dne?***",
+        ),
     ],
 )
 def test_redact_hides_credentials_in_paths(path, shown):

@@ -16,7 +16,19 @@ from helpers import NOON, event, events_df
 
 
 def run_args(source, out, fmt="parquet", start="2026-08-01", end="2026-08-02"):
-    return ["run", "--source", str(source), "--source-format", fmt, "--output", str(out), "--start", start, "--end", end]
+    return [
+        "run",
+        "--source",
+        str(source),
+        "--source-format",
+        fmt,
+        "--output",
+        str(out),
+        "--start",
+        start,
+        "--end",
+        end,
+    ]
 
 
 def test_missing_source(tmp_path, capsys):
@@ -113,9 +125,9 @@ def test_every_row_read_is_accounted_for(spark, tmp_path):
         event(Timestamp=dt.datetime(2026, 8, 3)),  # outside the window: not read
     ]
     src = tmp_path / "src"
-    events_df(spark, rows).withColumn("EventDate", F.to_date(F.coalesce("Timestamp", F.lit(NOON)))).write.partitionBy(
-        "EventDate"
-    ).parquet(str(src))
+    events_df(spark, rows).withColumn(
+        "EventDate", F.to_date(F.coalesce("Timestamp", F.lit(NOON)))
+    ).write.partitionBy("EventDate").parquet(str(src))
     events = read_window(spark, str(src), "parquet", dt.date(2026, 8, 1), dt.date(2026, 8, 2))
     conns = connections(events, PolicyConfig())
     by_fate = {

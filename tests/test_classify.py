@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
-from fwpolicy.classify import OUTBOUND, SERVER_KEY, connections, match_server_keys, server_keys
+from fwpolicy.classify import (
+    ADDRESS,
+    DEVICE,
+    OUTBOUND,
+    SERVER_KEY,
+    connections,
+    match_server_keys,
+    server_keys,
+)
 from fwpolicy.config import PolicyConfig
 from fwpolicy.pipeline import build_policy
 
@@ -87,6 +95,8 @@ def test_server_keys_are_the_listening_and_accepting_ports(conns):
 
 def test_semi_join_keeps_only_keyed_inbound_rows(conns):
     matched = match_server_keys(conns, PolicyConfig()).where(F.col("Directionality") == "Inbound")
+    # Every facet of an inbound row keeps its server key; the ADDRESS facet has the remote IP.
+    matched = matched.where(F.col("Facet") == ADDRESS)
     got = sorted((r["DeviceId"], r["Port"], r["RemoteIP"], r["Connections"]) for r in matched.collect())
     # RemoteIP is blanked for inbound rows, so d1's three 445 rows collapse into one connection.
     assert got == [("d1", 445, "", 3), ("d1", 1433, "", 1)]
@@ -101,7 +111,7 @@ def test_outbound_anti_join_can_never_match(conns):
         "DeviceId", "InitiatingProcessFolderPath", F.col("Port").alias("LocalPort")
     )
     assert keys.where(F.col("LocalPort") >= cfg.ephemeral_start).count() == 0
-    outbound = conns.where(F.col("Directionality") == OUTBOUND)
+    outbound = conns.where((F.col("Directionality") == OUTBOUND) & (F.col("Facet") == DEVICE))
     assert outbound.count() == 2
     # An outbound row's LocalPort is >= E by construction of its leg, so no key can equal it.
     assert outbound.where(F.col("Removed").isNotNull()).count() == 0

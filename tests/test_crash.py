@@ -62,7 +62,9 @@ def job_env() -> dict[str, str]:
     return env
 
 
-def start_job(lake: Path, out: Path, window: tuple[dt.date, dt.date], log: Path, *extra: str) -> subprocess.Popen:
+def start_job(
+    lake: Path, out: Path, window: tuple[dt.date, dt.date], log: Path, *extra: str
+) -> subprocess.Popen:
     """``python -m fwpolicy run`` in its own process group (so a kill reaches the JVM too)."""
     argv = [sys.executable, "-m", "fwpolicy", "run", "--source", str(lake), "--source-format", "parquet"]
     argv += ["--output", str(out), "--start", window[0].isoformat(), "--end", window[1].isoformat(), *extra]
@@ -110,7 +112,9 @@ def tail(log: Path, lines: int = 40) -> str:
 @pytest.fixture(scope="module")
 def lake(spark, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("crash") / "lake"
-    write_lake(generate_events(spark, 6, 2, seed=5, start=START, events_per_device_day=30), str(path), "parquet")
+    write_lake(
+        generate_events(spark, 6, 2, seed=5, start=START, events_per_device_day=30), str(path), "parquet"
+    )
     return path
 
 
@@ -182,19 +186,32 @@ def test_concurrent_runs_on_different_windows_both_land(spark, lake, clean_w1, t
                 kill_group(proc)
 
     table = out / POLICY_TABLE
-    ends = {r["window_end"] for r in spark.read.format("delta").load(str(table)).select("window_end").distinct().collect()}
+    ends = {
+        r["window_end"]
+        for r in spark.read.format("delta").load(str(table)).select("window_end").distinct().collect()
+    }
     assert ends == {W1[1], W2[1]}
     audit = spark.read.format("delta").load(str(out / AUDIT_TABLE)).collect()
-    assert sorted((r["window_end"], r["status"]) for r in audit) == [(W1[1], "succeeded"), (W2[1], "succeeded")]
+    assert sorted((r["window_end"], r["status"]) for r in audit) == [
+        (W1[1], "succeeded"),
+        (W2[1], "succeeded"),
+    ]
     for r in audit:
-        assert r["rows_written"] == spark.read.format("delta").load(str(table)).where(F.col("window_end") == r["window_end"]).count()
+        assert (
+            r["rows_written"]
+            == spark.read.format("delta")
+            .load(str(table))
+            .where(F.col("window_end") == r["window_end"])
+            .count()
+        )
 
     # Determinism across processes: W1 from another JVM equals W1 computed in this one.
     assert rows(spark, table, W1[1]) == clean_w1[1]
 
     inbound_ips = {
         ip
-        for (ip,) in spark.read.format("delta").load(str(table))
+        for (ip,) in spark.read.format("delta")
+        .load(str(table))
         .where((F.col("window_end") == W2[1]) & (F.col("Directionality") == "Inbound"))
         .select(F.explode("RemoteIPs"))
         .collect()

@@ -59,9 +59,21 @@ def policy_path(spark, tmp_path_factory):
     rows = [
         event(),
         event(DeviceId="dev-2", RemoteIP="20.1.1.2"),
-        event(Timestamp=NOON + dt.timedelta(days=1), InitiatingProcessFolderPath=r"C:\Users\bob\AppData\x.exe"),
-        event(ActionType="ListeningConnectionCreated", LocalPort=3389, RemoteIP="", InitiatingProcessFolderPath=SVC),
-        event(ActionType="InboundConnectionAccepted", LocalPort=3389, RemoteIP="198.51.100.9", InitiatingProcessFolderPath=SVC),
+        event(
+            Timestamp=NOON + dt.timedelta(days=1), InitiatingProcessFolderPath=r"C:\Users\bob\AppData\x.exe"
+        ),
+        event(
+            ActionType="ListeningConnectionCreated",
+            LocalPort=3389,
+            RemoteIP="",
+            InitiatingProcessFolderPath=SVC,
+        ),
+        event(
+            ActionType="InboundConnectionAccepted",
+            LocalPort=3389,
+            RemoteIP="198.51.100.9",
+            InitiatingProcessFolderPath=SVC,
+        ),
     ]
     events_df(spark, rows).coalesce(1).write.parquet(str(src))
     out = root / "out"
@@ -75,7 +87,9 @@ def local_path(uri: str) -> str:
 
 
 def test_deltalake_and_duckdb_read_what_spark_reads(spark, policy_path):
-    spark_rows = rows_of(r.asDict(recursive=True) for r in spark.read.format("delta").load(str(policy_path)).collect())
+    spark_rows = rows_of(
+        r.asDict(recursive=True) for r in spark.read.format("delta").load(str(policy_path)).collect()
+    )
     assert len(spark_rows) == 3  # svchost in; app and the user's program out
 
     table = deltalake.DeltaTable(str(policy_path))

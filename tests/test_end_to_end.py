@@ -42,7 +42,9 @@ def window_events(spark, lake):
     """The window's events as dicts, for the reference (a few thousand rows)."""
     lo = dt.datetime.combine(W_START, dt.time())
     hi = dt.datetime.combine(W_END, dt.time())
-    rows = spark.read.parquet(str(lake / "parquet")).where((F.col("Timestamp") >= lo) & (F.col("Timestamp") < hi))
+    rows = spark.read.parquet(str(lake / "parquet")).where(
+        (F.col("Timestamp") >= lo) & (F.col("Timestamp") < hi)
+    )
     return [r.asDict() for r in rows.select(*REQUIRED_COLUMNS).collect()]
 
 
@@ -53,7 +55,9 @@ def run_cli(lake_path, fmt, out, *extra):
 
 
 def read_policy(spark, out, window_end=W_END):
-    return spark.read.format("delta").load(str(out / "firewall_policy")).where(F.col("window_end") == window_end)
+    return (
+        spark.read.format("delta").load(str(out / "firewall_policy")).where(F.col("window_end") == window_end)
+    )
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "delta"])
@@ -67,7 +71,17 @@ def test_run_matches_the_reference(spark, lake, window_events, tmp_path, fmt):
 
 
 def test_options_match_the_reference(spark, lake, window_events, tmp_path):
-    assert run_cli(lake / "parquet", "parquet", tmp_path, "--ephemeral-start", "40000", "--include-inbound-remote-ips") == 0
+    assert (
+        run_cli(
+            lake / "parquet",
+            "parquet",
+            tmp_path,
+            "--ephemeral-start",
+            "40000",
+            "--include-inbound-remote-ips",
+        )
+        == 0
+    )
     got = policy_dict(read_policy(spark, tmp_path))
     assert got == reference_policy(window_events, ephemeral_start=40000, include_inbound_remote_ips=True)
 
@@ -84,7 +98,9 @@ def test_rerun_leaves_the_table_unchanged_and_other_windows_alone(spark, lake, t
     first = snapshot()
     assert run_cli(lake / "delta", "delta", tmp_path) == 0
     assert snapshot() == first
-    ends = {r["window_end"] for r in spark.read.format("delta").load(str(tmp_path / "firewall_policy")).collect()}
+    ends = {
+        r["window_end"] for r in spark.read.format("delta").load(str(tmp_path / "firewall_policy")).collect()
+    }
     assert ends == {W_END, START + dt.timedelta(days=1)}
 
 

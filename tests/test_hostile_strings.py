@@ -145,7 +145,10 @@ def test_edge_paths(spark, disputed):
     paths = ["", "\\" * MAX_LEN, ("C:\\Users\\" + "x\\" * MAX_LEN)[:MAX_LEN], "c:\\users\\" + "\\" * 3000]
     paths += [p for p in PREFIXES] + [p[:-1] for p in PREFIXES if p]
     paths += [n for n in NASTY] + [p + n for p in PREFIXES for n in NASTY]
-    paths += [p.upper() + "app.exe" for p in PREFIXES] + ["C:\\Users\\\u0130\\app.exe", "\\\\?\\C:\\Windows\\x.exe"]
+    paths += [p.upper() + "app.exe" for p in PREFIXES] + [
+        "C:\\Users\\\u0130\\app.exe",
+        "\\\\?\\C:\\Windows\\x.exe",
+    ]
     assert not any(ord(c) in disputed for p in paths for c in p)
     check_batch(spark, paths)
 

@@ -73,4 +73,6 @@ event_strategy = st.fixed_dictionaries(
 def test_job_equals_reference(spark, rows, ephemeral, inbound_ips, cap):
     cfg = PolicyConfig(ephemeral_start=ephemeral, include_inbound_remote_ips=inbound_ips, set_cap=cap)
     got = policy_dict(build_policy(events_df(spark, rows), cfg, DAY, NEXT_DAY))
-    assert got == reference_policy(rows, ephemeral_start=ephemeral, include_inbound_remote_ips=inbound_ips, cap=cap)
+    assert got == reference_policy(
+        rows, ephemeral_start=ephemeral, include_inbound_remote_ips=inbound_ips, cap=cap
+    )

@@ -31,7 +31,17 @@ SVC = r"C:\Windows\System32\svchost.exe"
 
 def run_args(source, out, *extra):
     window = ["--start", DAY.isoformat(), "--end", NEXT_DAY.isoformat()]
-    return ["run", "--source", str(source), "--source-format", "parquet", "--output", str(out), *window, *extra]
+    return [
+        "run",
+        "--source",
+        str(source),
+        "--source-format",
+        "parquet",
+        "--output",
+        str(out),
+        *window,
+        *extra,
+    ]
 
 
 def spec(source, output) -> RunSpec:
@@ -43,8 +53,19 @@ def source(spark, tmp_path_factory):
     path = tmp_path_factory.mktemp("safety") / "src"
     rows = [
         event(),
-        event(ActionType="ListeningConnectionCreated", LocalPort=3389, RemoteIP="", InitiatingProcessFolderPath=SVC),
-        event(ActionType="InboundConnectionAccepted", LocalPort=3389, RemoteIP=INBOUND_IP, RemotePort=50123, InitiatingProcessFolderPath=SVC),
+        event(
+            ActionType="ListeningConnectionCreated",
+            LocalPort=3389,
+            RemoteIP="",
+            InitiatingProcessFolderPath=SVC,
+        ),
+        event(
+            ActionType="InboundConnectionAccepted",
+            LocalPort=3389,
+            RemoteIP=INBOUND_IP,
+            RemotePort=50123,
+            InitiatingProcessFolderPath=SVC,
+        ),
     ]
     events_df(spark, rows).coalesce(1).write.parquet(str(path))
     return path
@@ -144,7 +165,9 @@ def test_ownership_states(spark, tmp_path):
     with pytest.raises(ConfigError, match=REFUSED):
         ensure_owned(spark, str(tmp_path / "file"))
     owned = str(tmp_path / "owned")
-    create_owned(spark, owned, spark.range(1).withColumn("window_end", F.current_date()).schema, ("window_end",))
+    create_owned(
+        spark, owned, spark.range(1).withColumn("window_end", F.current_date()).schema, ("window_end",)
+    )
     assert ensure_owned(spark, owned) is True
     assert table_properties(spark, owned)[OWNER_PROPERTY] == OWNER
     foreign = str(tmp_path / "foreign")

@@ -51,7 +51,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from fwpolicy import __version__
-from fwpolicy.classify import INBOUND, OUTBOUND, REMOVAL_CLAUSES, match_server_keys
+from fwpolicy.classify import DEVICE, INBOUND, OUTBOUND, REMOVAL_CLAUSES, match_server_keys
 from fwpolicy.config import PolicyConfig, RunSpec
 from fwpolicy.sink import append, ensure_owned, table_path
 
@@ -142,21 +142,25 @@ class AuditCounts:
         return self.rows_read == self.accounted
 
 
-def audit_counts(conns: DataFrame, cfg: PolicyConfig) -> AuditCounts:
+def audit_counts(conns: DataFrame, cfg: PolicyConfig, matched: DataFrame | None = None) -> AuditCounts:
     """Count the fate of every row read, from the connection table ``classify.connections``.
 
     ``conns`` should be persisted (``pipeline.persisted``): it is scanned twice here, once as
     it is and once through ``match_server_keys`` (the semi join the policy uses), in one Spark
     job whose result is a handful of rows: one per removal reason and direction, per stage.
     Rows excluded by a rule are counted after the join, as ``policy_from_connections`` drops
-    them after it.
+    them after it. ``matched``: the join's result when the caller has it persisted already.
     """
+    # Every event is counted once in the DEVICE facet (removed events only there).
+    conns = conns.where(F.col("Facet") == F.lit(DEVICE))
     summed = F.coalesce(F.sum("Connections"), F.lit(0)).cast("long").alias("n")
     excluded = F.col("Excluded").isNotNull().alias("excluded")
     read = conns.groupBy(
         F.lit("read").alias("stage"), F.coalesce("Removed", "Directionality").alias("fate"), excluded
     ).agg(summed)
-    matched = match_server_keys(conns, cfg)
+    matched = (
+        match_server_keys(conns, cfg) if matched is None else matched.where(F.col("Facet") == F.lit(DEVICE))
+    )
     kept = matched.groupBy(
         F.lit("matched").alias("stage"), F.col("Directionality").alias("fate"), excluded
     ).agg(summed)
@@ -309,9 +313,11 @@ class RunAudit:
             self.spark, self.spec.source, self.spec.source_format, events
         )
 
-    def count(self, conns: DataFrame, cfg: PolicyConfig | None = None) -> AuditCounts:
+    def count(
+        self, conns: DataFrame, cfg: PolicyConfig | None = None, matched: DataFrame | None = None
+    ) -> AuditCounts:
         """Count the fates of the rows read (``conns`` persisted; see ``audit_counts``)."""
-        self.counts = audit_counts(conns, cfg or self.spec.policy)
+        self.counts = audit_counts(conns, cfg or self.spec.policy, matched)
         if not self.counts.balanced:  # cannot happen unless classify changes; say so loudly
             log.warning(
                 "run_audit: %d rows read but %d accounted for", self.counts.rows_read, self.counts.accounted

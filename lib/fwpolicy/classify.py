@@ -7,11 +7,15 @@ the source is scanned once:
    (``Directionality``), or the first clause of the query that removes it (``Removed``), or the
    reason its values are unusable (``Removed = 'rejected:...'``). The legs are disjoint:
    inbound needs ``LocalPort < E``, outbound ``LocalPort >= E``.
-2. ``aggregate_connections`` collapses repeated connections to one row per
-   ``(EventDate, Directionality, DeviceId, path, Port, RemoteIP, Excluded)`` with a count and
-   whether any of them was a server action. Removed events collapse to one row per day and
-   reason, so the run audit can account for every row read without a second scan. This table
-   is small next to the events; the nightly mode stores it per day.
+2. ``aggregate_connections`` counts every event once in each of three *facets*, each grouped
+   as coarsely as the summary allows: per program and device (``DEVICE``: counts, times,
+   server actions, days seen as bit words), per program, port and remote IP (``ADDRESS``), and
+   per program, file name, protocol, URL and tags (``DESCRIPTOR``); an inbound row keeps its
+   ``(DeviceId, LocalPort)`` in every facet for the semi join. Removed events collapse to one
+   ``DEVICE`` row per reason, so the run audit accounts for every row read without a second
+   scan. This *connection table* is the only large aggregation of the job (one scan, one
+   hash aggregation); it is far smaller than the events even when no connection repeats, and
+   the nightly mode stores it per day.
 3. ``match_server_keys`` keeps inbound rows whose ``(DeviceId, path, LocalPort)`` is a server
    key anywhere in the window. The keys come from the same table; ``pipeline.run`` persists it
    so the keys, the join and the summary all read it instead of the source.
@@ -22,6 +26,8 @@ it. ``tests/test_classify.py`` shows the join would remove nothing.
 """
 
 from __future__ import annotations
+
+import datetime as dt
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -38,8 +44,30 @@ INBOUND, OUTBOUND = "Inbound", "Outbound"
 PATH = "InitiatingProcessFolderPath"
 # Clauses of the query's `where`, in the order a removed row is attributed to them.
 REMOVAL_CLAUSES = ("loopback", "local_equals_remote", "link_local", "action_type", "port_range")
-CONNECTION_KEY = ("EventDate", "Directionality", "DeviceId", PATH, "Port", "RemoteIP", "Excluded", "Removed")
 SERVER_KEY = ("Directionality", "DeviceId", PATH, "Port")
+# The connection table's key columns (``aggregate_connections``); each facet keeps some of them.
+KEY_COLUMNS = (
+    "EventDate",
+    "Directionality",
+    "DeviceId",
+    PATH,
+    "Port",
+    "RemoteIP",
+    "Excluded",
+    "Removed",
+    "FileName",
+    "Protocol",
+    "RemoteUrl",
+    "Tags",
+)
+DEVICE, ADDRESS, DESCRIPTOR = 0, 1, 2  # values of the connection table's Facet column
+PROGRAM = ("Directionality", PATH, "Excluded")
+FACETS = {
+    DEVICE: (*PROGRAM, "DeviceId"),
+    ADDRESS: (*PROGRAM, "Port", "RemoteIP"),
+    DESCRIPTOR: (*PROGRAM, "FileName", "Protocol", "RemoteUrl", "Tags"),
+}
+DAY_BITS = "DayBits"  # DayBits0, DayBits1, ...: days of the window seen (see day_bits)
 
 
 def normalize_nulls(events: DataFrame) -> DataFrame:
@@ -135,40 +163,121 @@ def tag_connections(
     )
 
 
-def _nonempty_set(c: str) -> Column:
-    return F.collect_set(F.when(F.col(c) != F.lit(""), F.col(c)))
+def day_bits(days: Column, start: dt.date, end: dt.date) -> dict[str, Column]:
+    """The days of ``[start, end)`` as bit words: ``DayBits<w>`` has bit ``i`` set for day
+    ``64 * w + i`` of the window. ``days`` is a date column (one day per row: one bit) or
+    absent; OR-ing words over rows gives the set of days they cover, and ``bit_count`` its size.
 
-
-def aggregate_connections(tagged: DataFrame) -> DataFrame:
-    """One row per distinct connection per day, with its event count and descriptors.
-
-    ``IsServer`` is true when a server action (listen or accept) was among the events.
-    ``Connections`` is a long, as KQL's ``count()`` is. Every aggregate here can be merged
-    again (sum, min, max, set union), which is what lets nightly partials roll up exactly.
+    With these, "on how many days, and on how many device-days, was a program seen" needs one
+    row per program and device instead of one per program, device and day.
     """
-    return tagged.groupBy(*CONNECTION_KEY).agg(
+    index = F.datediff(days, F.lit(start))  # F.shiftleft takes only a Python int shift
+    one = F.lit(1).cast("long")
+    words = -(-(end - start).days // 64)
+    return {
+        f"{DAY_BITS}{w}": F.when(
+            (index >= 64 * w) & (index < 64 * (w + 1)), F.call_function("shiftleft", one, index - 64 * w)
+        ).otherwise(F.lit(0).cast("long"))
+        for w in range(max(words, 1))
+    }
+
+
+def day_bit_columns(df: DataFrame) -> list[str]:
+    """The ``DayBits<w>`` columns of ``df``, in word order."""
+    return sorted((c for c in df.columns if c.startswith(DAY_BITS)), key=lambda c: int(c[len(DAY_BITS) :]))
+
+
+def _facet(facet: int, inbound: Column, daily: bool, types: dict[str, str]) -> Column:
+    """One facet of an event as a struct of every key column (null where not in the facet).
+
+    An inbound row keeps its server key (``DeviceId``, ``Port``) in every facet, so the semi
+    join of ``match_server_keys`` applies to each facet alike."""
+    keep = set(FACETS[facet]) | {"Removed"} | ({"EventDate"} if daily else set())
+    fields = [F.lit(facet).cast("tinyint").alias("Facet")]
+    for name in KEY_COLUMNS:
+        c = F.col(name)
+        if name in keep:
+            value = c
+        elif name in SERVER_KEY:
+            value = F.when(inbound, c)
+        else:
+            value = F.lit(None).cast(types[name])
+        fields.append(value.alias(name))
+    return F.struct(*fields)
+
+
+def aggregate_connections(tagged: DataFrame, window: tuple[dt.date, dt.date] | None = None) -> DataFrame:
+    """The connection table: each event counted once in each of three facets (``FACETS``).
+
+    * ``DEVICE``: per program and device: counts, first and last sighting, and whether a
+      server action (listen or accept) was seen (``IsServer``); the days seen as
+      ``DayBits<w>`` words over ``window``. Removed events are counted here only, one row
+      per reason (and day), so the run audit accounts for every row read.
+    * ``ADDRESS``: per program, port and remote IP.
+    * ``DESCRIPTOR``: per program, file name, protocol, remote URL and tags.
+
+    Each facet is as coarse as the summary allows, so the table is far smaller than the
+    events even when no connection repeats. Grouping only on keys with count, min, max and
+    bit-or keeps this, the job's one large aggregation, a hash aggregation (it spills instead
+    of sorting). ``window=None`` keeps ``EventDate`` in every facet instead of day words: the
+    nightly partials, one set of rows per day, which roll up over a window that moves.
+    Every aggregate can be merged again (sum, min, max, bit-or): partials roll up exactly.
+    """
+    daily = window is None
+    inbound = F.col("Directionality") == F.lit(INBOUND)
+    types = dict(tagged.dtypes)
+    device = _facet(DEVICE, inbound, daily, types)
+    every = F.array(device, *(_facet(f, inbound, daily, types) for f in (ADDRESS, DESCRIPTOR)))
+    facets = F.when(F.col("Removed").isNull(), every).otherwise(F.array(device))
+    bits = {} if daily else day_bits(F.col("EventDate"), *window)
+    exploded = tagged.select(
+        F.explode(facets).alias("_f"), "ServerAction", "Timestamp", *(c.alias(n) for n, c in bits.items())
+    )
+    rows = exploded.select("_f.*", "ServerAction", "Timestamp", *bits)
+    return rows.groupBy("Facet", *KEY_COLUMNS).agg(
         F.count(F.lit(1)).alias("Connections"),
         F.max("ServerAction").alias("IsServer"),
         F.min("Timestamp").alias("FirstSeen"),
         F.max("Timestamp").alias("LastSeen"),
-        F.min(F.when(F.col("FileName") != F.lit(""), F.col("FileName"))).alias("FileName"),
-        _nonempty_set("Protocol").alias("Protocols"),
-        _nonempty_set("RemoteUrl").alias("RemoteUrls"),
-        F.array_distinct(F.flatten(F.collect_set("Tags"))).alias("Tags"),
+        *(F.bit_or(name).alias(name) for name in bits),
+    )
+
+
+def roll_up_days(partials: DataFrame, start: dt.date, end: dt.date) -> DataFrame:
+    """Daily partials (``aggregate_connections`` without a window) of ``[start, end)`` -> the
+    connection table a run over that window builds: the days become ``DayBits`` words and
+    ``EventDate`` leaves the key, so the summary reads as few rows as after a full run."""
+    bits = day_bits(F.col("EventDate"), start, end)
+    rows = partials.withColumns(bits).withColumn("EventDate", F.lit(None).cast("date"))
+    return rows.groupBy("Facet", *KEY_COLUMNS).agg(
+        F.sum("Connections").alias("Connections"),
+        F.max("IsServer").alias("IsServer"),
+        F.min("FirstSeen").alias("FirstSeen"),
+        F.max("LastSeen").alias("LastSeen"),
+        *(F.bit_or(name).alias(name) for name in bits),
     )
 
 
 def connections(
-    events: DataFrame, cfg: PolicyConfig, excluded: Column | None = None, tags: Column | None = None
+    events: DataFrame,
+    cfg: PolicyConfig,
+    excluded: Column | None = None,
+    tags: Column | None = None,
+    window: tuple[dt.date, dt.date] | None = None,
 ) -> DataFrame:
-    """Events of a window -> the connection table (kept rows of both legs, and removed counts)."""
-    return aggregate_connections(tag_connections(normalize_nulls(events), cfg, excluded, tags))
+    """Events of a window -> the connection table (kept rows of both legs, and removed counts).
+
+    ``window``: the run's ``[start, end)``; ``None`` for daily partials (``aggregate_connections``)."""
+    return aggregate_connections(tag_connections(normalize_nulls(events), cfg, excluded, tags), window)
 
 
 def server_keys(conns: DataFrame) -> DataFrame:
     """Distinct ``(Directionality, DeviceId, path, LocalPort)`` that listened or accepted."""
     return (
-        conns.where(F.col("IsServer")).select(*SERVER_KEY).distinct().withColumn("_server_key", F.lit(True))
+        conns.where((F.col("Facet") == F.lit(DEVICE)) & F.col("IsServer"))
+        .select(*SERVER_KEY)
+        .distinct()
+        .withColumn("_server_key", F.lit(True))
     )
 
 

@@ -89,9 +89,9 @@ from typing import Any
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from fwpolicy.classify import OUTBOUND, PATH
+from fwpolicy.classify import ADDRESS, DEVICE, OUTBOUND, PATH
 from fwpolicy.config import ConfigError, PolicyConfig
-from fwpolicy.summarize import GROUP, add_alias, capped_sorted
+from fwpolicy.summarize import GROUP, alias_table, capped_sorted, facet, path_level
 
 HUNTING_TABLE = "unusual_programs"
 
@@ -414,26 +414,39 @@ def unusual_programs(
     if window_end <= window_start:
         raise ConfigError(f"empty window: end {window_end} must be after start {window_start}")
     group = list(GROUP)
-    aliased = add_alias(matched, cfg)
+    raw = list(path_level(GROUP))
     machines = (
         F.countDistinct("DeviceId")
         if cfg.distinct_machines == "exact"
         else F.approx_count_distinct("DeviceId")
     )
 
-    programs = aliased.groupBy(*group).agg(
-        machines.cast("long").alias("DistinctMachines"),
+    # Each branch reduces the rows by raw path first, then folds the small result to AliasPath.
+    devices = facet(matched, DEVICE)
+    aliases = alias_table(devices, cfg)
+    per_device = devices.groupBy(*raw, "DeviceId").agg(
         F.min("FirstSeen").alias("FirstSeen"),
         F.max("LastSeen").alias("LastSeen"),
-        F.sum("Connections").cast("long").alias("ConnectionCount"),
-        F.min("EventDate").alias("_first_day"),
+        F.sum("Connections").alias("Connections"),
+    )
+    programs = (
+        per_device.join(aliases, on=PATH)
+        .groupBy(*group)
+        .agg(
+            machines.cast("long").alias("DistinctMachines"),
+            F.min("FirstSeen").alias("FirstSeen"),
+            F.max("LastSeen").alias("LastSeen"),
+            F.sum("Connections").cast("long").alias("ConnectionCount"),
+        )
+        .withColumn("_first_day", F.to_date("FirstSeen"))  # EventDate is the UTC day of Timestamp
     )
 
     # Path rules once per distinct raw path, then any path of the program.
     rules = path_matches(F.col("_clean"))
     paths = (
-        aliased.select(*group, PATH)
+        devices.select(*raw)
         .distinct()
+        .join(aliases, on=PATH)
         .withColumn("_clean", clean_path(F.col(PATH)))
         .groupBy(*group)
         .agg(
@@ -442,15 +455,17 @@ def unusual_programs(
         )
     )
 
-    # CASE WHEN evaluates the address parse only for outbound rows on a non-standard port.
+    # Addresses are parsed once per distinct (path, port, address) of outbound rows on a
+    # non-standard port.
     nonstandard = (F.col("Directionality") == F.lit(OUTBOUND)) & ~F.col("Port").isin(*s.standard_ports)
-    public = aliased.where(F.when(nonstandard, is_public_ip(F.col("RemoteIP"))).otherwise(F.lit(False)))
+    candidates = facet(matched, ADDRESS).where(nonstandard).select(*raw, "Port", "RemoteIP").distinct()
+    public = candidates.where(is_public_ip(F.col("RemoteIP"))).join(aliases, on=PATH)
     traffic = public.groupBy(*group).agg(
         capped_sorted(F.collect_set("Port"), s.max_ports).alias("PublicNonStandardPorts"),
         F.countDistinct("RemoteIP").cast("long").alias("PublicRemoteIPCount"),
     )
 
-    fleet = matched.agg(F.countDistinct("DeviceId").alias("_fleet"))
+    fleet = devices.agg(F.countDistinct("DeviceId").alias("_fleet"))
 
     met: dict[str, Column] = {r: F.col(f"_{r}") for r in PATH_REASONS}
     met["low_prevalence"] = (F.col("DistinctMachines") <= F.lit(s.max_machines_rare)) & (

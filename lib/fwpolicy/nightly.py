@@ -1,21 +1,23 @@
 """Nightly incremental mode: daily partial aggregates, rolled up into the window's tables.
 
 A full ``run`` over a 90-day window reads 90 days of events every night. The nightly mode
-keeps the connection table of ``fwpolicy.classify.connections`` (one row per connection per
-UTC day; every aggregate in it mergeable) as a Delta table of daily partials, and each night:
+keeps the connection table of ``fwpolicy.classify.connections`` for each UTC day (its facets
+with ``EventDate`` in the key; every aggregate in it mergeable) as a Delta table of daily
+partials, and each night:
 
 1. finds the window's days ``[date - window_days + 1, date]`` that the partials table lacks
    (or holds under another configuration digest), plus the last ``refresh_days`` days of the
    window, which are recomputed for late-arriving events;
 2. reads the source once for exactly those days (date partitions pruned to those days), builds
    their connection rows and replaces their ``EventDate`` partitions in one Delta commit;
-3. rolls the window's partials up and replaces the ``window_end = date + 1`` partition of
-   ``firewall_policy``, ``unusual_programs`` and ``excluded_connections``, as ``run`` does;
-   then appends the night's row to ``run_audit`` (``command = 'nightly'``; its counts are
-   those of the rows read that night).
+3. merges the window's partials into the table a full run builds (``classify.roll_up_days``)
+   and replaces the ``window_end = date + 1`` partition of ``firewall_policy``,
+   ``unusual_programs`` and ``excluded_connections``, as ``run`` does; then appends the
+   night's row to ``run_audit`` (``command = 'nightly'``; its counts are those of the rows
+   read that night).
 
-Because a connection row of day ``d`` depends only on the events of day ``d``, the partials of
-the window are exactly the connection table a full ``run`` would build (less the rows of
+Because a connection row of day ``d`` depends only on the events of day ``d``, the merged
+partials of the window are exactly the connection table a full ``run`` would build (less the rows of
 events with an unusable ``Timestamp``, which are removed rows and never reach the policy), so
 the rolled-up tables equal a full run over the same window, row for row.
 
@@ -47,20 +49,20 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from fwpolicy.audit import RunAudit
-from fwpolicy.classify import connections, match_server_keys
+from fwpolicy.classify import connections, roll_up_days
 from fwpolicy.config import SOURCE_FORMATS, ConfigError, PolicyConfig, RunSpec
-from fwpolicy.exclusions import RuleSet, excluded_connections, load_rules
-from fwpolicy.hunting import HUNTING_TABLE, unusual_programs
+from fwpolicy.exclusions import RuleSet, load_rules
+from fwpolicy.hunting import HUNTING_TABLE
 from fwpolicy.pipeline import (
     EXCLUDED_TABLE,
     POLICY_TABLE,
     check_paths,
     persisted,
-    policy_from_connections,
+    write_window_tables,
     written_rows,
 )
 from fwpolicy.session import get_spark
-from fwpolicy.sink import ensure_owned_under, read_table, replace_partition, replace_where, table_path
+from fwpolicy.sink import ensure_owned_under, read_table, replace_where, table_path
 from fwpolicy.source import partition_column, read_window
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ DAY_COLUMN = "EventDate"
 DIGEST_COLUMN = "config_digest"
 # Bump when fwpolicy.classify.connections changes what a stored row means: every stored day is
 # then recomputed on the next night, as after a configuration change.
-PARTIALS_FORMAT = 1
+PARTIALS_FORMAT = 2  # 2: the facets of classify.aggregate_connections
 # PolicyConfig fields that act only after the connection table (the roll-up, the aliases, the
 # hunting table, the join plan, the read's pruning). Every other field is in the digest, so a
 # setting added later invalidates stored days by default rather than silently reusing them.
@@ -366,22 +368,10 @@ def run_nightly(spec: NightlySpec, spark: SparkSession | None = None) -> Nightly
             .where(F.col(DIGEST_COLUMN) == F.lit(digest))
             .drop(DIGEST_COLUMN)
         )
+        excluding = rules is not None and bool(rules.exclude_rules)
         start, end = spec.window_start, spec.window_end
-        with persisted(partials) as kept:  # read by the server keys, the joins and each summary
-            replace_partition(policy_from_connections(kept, cfg, start, end), policy_path, end, tag)
-            # Every connection, excluded or not: malware can borrow a name an exclusion trusts.
-            replace_partition(
-                unusual_programs(match_server_keys(kept, cfg), cfg, start, end, cfg.hunting),
-                table_path(spec.output, HUNTING_TABLE),
-                end,
-                tag,
-            )
-            replace_partition(
-                excluded_connections(match_server_keys(kept, cfg), cfg, start, end),
-                table_path(spec.output, EXCLUDED_TABLE),
-                end,
-                tag,
-            )
+        with persisted(roll_up_days(partials, start, end)) as kept:  # read by every table's branches
+            write_window_tables(kept, cfg, spec.output, start, end, tag, excluding)
         policy_rows = written_rows(spark, policy_path, tag)
         step = _timed(steps, "roll-up", step)
     except Exception:

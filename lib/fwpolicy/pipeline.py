@@ -49,15 +49,14 @@ class RunResult:
 def policy_from_connections(conns: DataFrame, cfg: PolicyConfig, start: dt.date, end: dt.date) -> DataFrame:
     """Connection table -> ``firewall_policy`` rows (traffic excluded by a rule left out).
 
-    ``conns`` is read several times (server keys, the join, ports, IPs, URLs), so callers
-    pass a persisted frame at scale."""
-    matched = match_server_keys(conns, cfg).where(F.col("Excluded").isNull())
-    return summarize(matched, cfg, start, end)
+    ``conns`` is read several times (server keys, the join, and each branch of the summary),
+    so callers pass a persisted frame at scale."""
+    return summarize(match_server_keys(conns, cfg).where(F.col("Excluded").isNull()), cfg, start, end)
 
 
 def build_policy(events: DataFrame, cfg: PolicyConfig, start: dt.date, end: dt.date) -> DataFrame:
     """Events of ``[start, end)`` -> ``firewall_policy`` rows (lazy; nothing runs yet)."""
-    return policy_from_connections(connections(events, cfg), cfg, start, end)
+    return policy_from_connections(connections(events, cfg, window=(start, end)), cfg, start, end)
 
 
 @contextmanager
@@ -71,6 +70,36 @@ def persisted(df: DataFrame) -> Iterator[DataFrame]:
         yield kept
     finally:
         kept.unpersist()
+
+
+def write_window_tables(
+    conns: DataFrame,
+    cfg: PolicyConfig,
+    output: str,
+    start: dt.date,
+    end: dt.date,
+    tag: str,
+    excluding: bool,
+    audit: RunAudit | None = None,
+) -> AuditCounts | None:
+    """Replace the ``window_end = end`` partition of the three window tables under ``output``.
+
+    The server-key join is computed once and kept (``persisted``) for the three tables and the
+    audit, so each table costs only its own aggregations. ``excluding`` says whether any rule
+    can exclude traffic; when none can, ``excluded_connections`` gets an empty partition
+    without reading anything (it is still written, so no stale exclusions outlive a change of
+    rules). With ``audit``, the fates of ``conns``' rows are counted there too
+    (``RunAudit.count``) and returned.
+    """
+    with persisted(match_server_keys(conns, cfg)) as rows:
+        policy = summarize(rows.where(F.col("Excluded").isNull()), cfg, start, end)
+        replace_partition(policy, table_path(output, POLICY_TABLE), end, tag)
+        # Every connection, excluded or not: malware can borrow a name an exclusion trusts.
+        hunting = unusual_programs(rows, cfg, start, end, cfg.hunting)
+        replace_partition(hunting, table_path(output, HUNTING_TABLE), end, tag)
+        excluded = excluded_connections(rows if excluding else rows.where(F.lit(False)), cfg, start, end)
+        replace_partition(excluded, table_path(output, EXCLUDED_TABLE), end, tag)
+        return audit.count(conns, cfg, rows) if audit is not None else None
 
 
 def _is_within(child: str, parent: str) -> bool:
@@ -126,23 +155,10 @@ def run(spec: RunSpec, spark: SparkSession | None = None) -> RunResult:
     tag = audit.commit_tag
     log.info("computing %s for [%s, %s) from %s", POLICY_TABLE, spec.start, spec.end, redact(spec.source))
     try:
-        with persisted(connections(events, cfg, excluded, tags)) as conns:
-            replace_partition(policy_from_connections(conns, cfg, spec.start, spec.end), path, spec.end, tag)
-            # Every connection, excluded or not: malware can borrow a name an exclusion trusts.
-            replace_partition(
-                unusual_programs(match_server_keys(conns, cfg), cfg, spec.start, spec.end, cfg.hunting),
-                table_path(spec.output, HUNTING_TABLE),
-                spec.end,
-                tag,
+        with persisted(connections(events, cfg, excluded, tags, (spec.start, spec.end))) as conns:
+            counts = write_window_tables(
+                conns, cfg, spec.output, spec.start, spec.end, tag, excluded is not None, audit
             )
-            # Written on every run, even without rules, so no stale exclusions outlive a change.
-            replace_partition(
-                excluded_connections(match_server_keys(conns, cfg), cfg, spec.start, spec.end),
-                table_path(spec.output, EXCLUDED_TABLE),
-                spec.end,
-                tag,
-            )
-            counts = audit.count(conns, cfg)
         rows_written = written_rows(spark, path, tag)
     except Exception:
         audit.failed()  # best effort: a 'failed' row in run_audit, then the original error

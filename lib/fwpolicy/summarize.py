@@ -21,7 +21,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from fwpolicy.aliasing import alias_expr
-from fwpolicy.classify import OUTBOUND, PATH
+from fwpolicy.classify import ADDRESS, DESCRIPTOR, DEVICE, OUTBOUND, PATH, day_bit_columns, day_bits
 from fwpolicy.config import PolicyConfig
 
 GROUP = ("Directionality", "AliasPath")
@@ -49,16 +49,22 @@ POLICY_COLUMNS = (
 )
 
 
-def add_alias(conns: DataFrame, cfg: PolicyConfig) -> DataFrame:
-    """``AliasPath`` of each connection's folder path, under the configured profile.
+def alias_table(rows: DataFrame, cfg: PolicyConfig) -> DataFrame:
+    """``(path, AliasPath)`` for each distinct folder path of ``rows``, under the profile.
 
-    The alias is computed once per distinct path and joined back: a fleet has far fewer
-    programs than connections, and the summary's branches all read the result. Adaptive
-    execution broadcasts the path table when it is small, as it usually is.
-    """
-    paths = conns.select(PATH).distinct()
-    aliases = paths.withColumn("AliasPath", alias_expr(PATH, cfg.profile, cfg))
-    return conns.join(aliases, on=PATH, how="inner")
+    The alias is computed once per distinct path: a fleet has far fewer programs than
+    connections. Branches that fold with the same table share it (Spark reuses the
+    identical exchange), and adaptive execution broadcasts it when it is small."""
+    return rows.select(PATH).distinct().withColumn("AliasPath", alias_expr(PATH, cfg.profile, cfg))
+
+
+def path_level(group: tuple[str, ...]) -> tuple[str, ...]:
+    """``group`` with ``AliasPath`` replaced by the raw folder path it is computed from.
+
+    Every branch of the summary first reduces the connection rows grouped by the raw path,
+    which needs no alias, and only then folds the (much smaller) result to ``AliasPath``:
+    the alias join never touches the connection table."""
+    return tuple(PATH if c == "AliasPath" else c for c in group)
 
 
 def capped_sorted(values: Column, cap: int) -> Column:
@@ -66,15 +72,12 @@ def capped_sorted(values: Column, cap: int) -> Column:
     return F.slice(F.sort_array(values), 1, cap)
 
 
-def union_of(arrays: str) -> Column:
-    """Set union of an array column over a group (for per-row sets made by an earlier level)."""
-    return F.array_distinct(F.flatten(F.collect_list(arrays)))
-
-
 def capped_distinct(df: DataFrame, keys: tuple[str, ...], value: str, cap: int) -> DataFrame:
     """Per group of ``keys``: the ``cap`` smallest distinct ``value``s and their full count.
 
-    Columns: ``keys``, ``<value>s`` (sorted array), ``<value>Count`` (long).
+    Columns: ``keys``, ``<value>s`` (sorted array), ``<value>Count`` (long). A group with only
+    null values has no row. Remote IPs are not bounded (a browser across 100k devices meets
+    millions), so values are ranked with a window rather than gathered in one array per group.
     """
     distinct = df.select(*keys, value).where(F.col(value).isNotNull()).distinct()
     ranked = distinct.withColumn("_rank", F.row_number().over(Window.partitionBy(*keys).orderBy(value)))
@@ -84,20 +87,50 @@ def capped_distinct(df: DataFrame, keys: tuple[str, ...], value: str, cap: int) 
     )
 
 
-def top_weighted(df: DataFrame, keys: tuple[str, ...], values: str, weight: str, n: int) -> DataFrame:
-    """Per group: the ``n`` values of an array column with the largest total ``weight``.
+def distinct_values(
+    matched: DataFrame, aliases: DataFrame, group: tuple[str, ...], value: Column | str
+) -> DataFrame:
+    """Distinct ``(group, value)`` rows of the connection rows, folded to ``AliasPath``."""
+    value = F.col(value) if isinstance(value, str) else value
+    raw = matched.select(*path_level(group), value.alias("_value")).distinct()
+    return raw.join(aliases, on=PATH).select(*group, "_value").distinct()
 
-    Ties break by value, so the result is deterministic. Columns: ``keys``, ``Top<values>``.
+
+def top_weighted(
+    matched: DataFrame, aliases: DataFrame, group: tuple[str, ...], value: str, weight: str, n: int
+) -> DataFrame:
+    """Per group: the ``n`` non-empty ``value``s with the largest total ``weight``.
+
+    Ties break by value, so the result is deterministic. Columns: ``group``, ``Top<value>s``.
     """
-    exploded = df.select(*keys, F.explode(values).alias("_value"), F.col(weight))
-    totals = exploded.groupBy(*keys, "_value").agg(F.sum(weight).alias("_weight"))
-    order = Window.partitionBy(*keys).orderBy(F.desc("_weight"), "_value")
-    ranked = totals.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") <= n)
-    return ranked.groupBy(*keys).agg(
-        F.transform(F.sort_array(F.collect_list(F.struct("_rank", "_value"))), lambda s: s["_value"]).alias(
-            f"Top{values}"
+    raw = path_level(group)
+    totals = matched.where(F.col(value) != F.lit("")).groupBy(*raw, value).agg(F.sum(weight).alias("_weight"))
+    folded = totals.join(aliases, on=PATH).groupBy(*group, value).agg(F.sum("_weight").alias("_weight"))
+    order = Window.partitionBy(*group).orderBy(F.desc("_weight"), value)
+    ranked = folded.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") <= n)
+    return ranked.groupBy(*group).agg(
+        F.transform(F.sort_array(F.collect_list(F.struct("_rank", value))), lambda s: s[value]).alias(
+            f"Top{value}s"
         )
     )
+
+
+def facet(matched: DataFrame, which: int) -> DataFrame:
+    """The rows of one facet of the connection table (``classify.FACETS``)."""
+    return matched.where(F.col("Facet") == F.lit(which))
+
+
+def with_day_bits(rows: DataFrame, window_start: dt.date, window_end: dt.date) -> DataFrame:
+    """``rows`` with ``DayBits<w>`` words: as the run's aggregation made them, or from
+    ``EventDate`` for daily partials (one bit per row, for the window being rolled up)."""
+    if day_bit_columns(rows):
+        return rows
+    return rows.withColumns(day_bits(F.col("EventDate"), window_start, window_end))
+
+
+def bit_count(words: list[str]) -> Column:
+    """Number of bits set over the words (days of the window seen)."""
+    return sum((F.bit_count(w) for w in words), start=F.lit(0)).cast("long")
 
 
 def summarize(
@@ -107,47 +140,82 @@ def summarize(
     window_end: dt.date,
     group: tuple[str, ...] = GROUP,
 ) -> DataFrame:
-    """Policy rows for one window: ``group`` columns, then ``POLICY_COLUMNS`` after the group."""
-    aliased = add_alias(matched, cfg)
-    machines = (
-        F.countDistinct("DeviceId")
-        if cfg.distinct_machines == "exact"
-        else F.approx_count_distinct("DeviceId")
-    )
-    # Level 1: one row per program, device and day; level 2 counts devices, days and pairs.
-    device_days = aliased.groupBy(*group, "DeviceId", "EventDate").agg(
+    """Policy rows for one window: ``group`` columns, then ``POLICY_COLUMNS`` after the group.
+
+    ``matched``: the connection table after the server-key join
+    (``classify.match_server_keys``). Each branch reads one facet grouped by the raw path and
+    folds the (much smaller) result to ``AliasPath`` afterwards (``path_level``); the
+    branches meet in a join of small per-program tables.
+    """
+    raw = path_level(group)
+    aliases = alias_table(matched, cfg)
+    # Counts: one row per program and device, the days it was seen as bit words.
+    devices = with_day_bits(facet(matched, DEVICE), window_start, window_end)
+    words = day_bit_columns(devices)
+    merged = [
         F.sum("Connections").alias("Connections"),
-        F.collect_set("Port").alias("_ports"),
         F.min("FirstSeen").alias("FirstSeen"),
         F.max("LastSeen").alias("LastSeen"),
-        F.min("FileName").alias("FileName"),
-        F.min(PATH).alias("ExamplePath"),
-        union_of("Protocols").alias("Protocols"),
-        union_of("Tags").alias("Tags"),
+        *(F.bit_or(w).alias(w) for w in words),
+    ]
+    by_path = devices.groupBy(*raw, "DeviceId").agg(*merged)
+    by_device = by_path.join(aliases, on=PATH).groupBy(*group, "DeviceId").agg(*merged)
+    machines = F.count(F.lit(1)) if cfg.distinct_machines == "exact" else F.approx_count_distinct("DeviceId")
+    main = (
+        by_device.groupBy(*group)
+        .agg(
+            F.sum("Connections").cast("long").alias("ConnectionCount"),
+            machines.cast("long").alias("DistinctMachines"),
+            F.sum(bit_count(words)).cast("long").alias("DeviceDays"),
+            *(F.bit_or(w).alias(f"_all{w}") for w in words),
+            F.min("FirstSeen").alias("FirstSeen"),
+            F.max("LastSeen").alias("LastSeen"),
+        )
+        .withColumn("DaysObserved", bit_count([f"_all{w}" for w in words]))
     )
-    main = device_days.groupBy(*group).agg(
-        F.sum("Connections").cast("long").alias("ConnectionCount"),
-        machines.cast("long").alias("DistinctMachines"),
-        F.countDistinct("EventDate").cast("long").alias("DaysObserved"),
-        F.count(F.lit(1)).cast("long").alias("DeviceDays"),
-        union_of("_ports").alias("_ports"),
-        F.min("FirstSeen").alias("FirstSeen"),
-        F.max("LastSeen").alias("LastSeen"),
-        F.min("FileName").alias("ExampleFileName"),
-        F.min("ExamplePath").alias("ExamplePath"),
-        F.sort_array(union_of("Protocols")).alias("Protocols"),
-        F.sort_array(union_of("Tags")).alias("Tags"),
+
+    descriptors = facet(matched, DESCRIPTOR)
+    names = descriptors.select(*raw, "FileName").distinct()
+    examples = (
+        names.join(aliases, on=PATH)
+        .groupBy(*group)
+        .agg(
+            F.min(F.when(F.col("FileName") != F.lit(""), F.col("FileName"))).alias("ExampleFileName"),
+            F.min(PATH).alias("ExamplePath"),
+        )
     )
-    ips = capped_distinct(aliased, group, "RemoteIP", cfg.set_cap)
-    outbound = aliased.where(F.col("Directionality") == F.lit(OUTBOUND))
-    urls = top_weighted(outbound, group, "RemoteUrls", "Connections", TOP_URLS)
-    no_urls = F.array().cast("array<string>")
+
+    def value_set(value: Column | str, name: str) -> DataFrame:
+        values = distinct_values(descriptors, aliases, group, value).where(F.col("_value") != F.lit(""))
+        return values.groupBy(*group).agg(F.sort_array(F.collect_list("_value")).alias(name))
+
+    protocols = value_set("Protocol", "Protocols")
+    tags = value_set(F.explode("Tags"), "Tags")
+    outbound = descriptors.where(F.col("Directionality") == F.lit(OUTBOUND))
+    urls = top_weighted(outbound, aliases, group, "RemoteUrl", "Connections", TOP_URLS)
+    addresses = facet(matched, ADDRESS)
+    ports = capped_distinct(distinct_values(addresses, aliases, group, "Port"), group, "_value", cfg.set_cap)
+    ips = capped_distinct(
+        distinct_values(addresses, aliases, group, "RemoteIP"), group, "_value", cfg.set_cap
+    )
+    no_strings = F.array().cast("array<string>")
+    keys = list(group)
     return (
-        main.join(ips, on=list(group), how="inner")
-        .join(urls, on=list(group), how="left")
-        .withColumn("TopRemoteUrls", F.coalesce(F.col("TopRemoteUrls"), no_urls))
-        .withColumn("Ports", capped_sorted(F.col("_ports"), cfg.set_cap))
-        .withColumn("PortCount", F.size("_ports").cast("long"))
+        main.join(examples, on=keys, how="inner")
+        .join(
+            ips.withColumnsRenamed({"_values": "RemoteIPs", "_valueCount": "RemoteIPCount"}),
+            on=keys,
+            how="inner",
+        )
+        .join(ports.withColumnsRenamed({"_values": "Ports", "_valueCount": "PortCount"}), on=keys, how="left")
+        .join(protocols, on=keys, how="left")
+        .join(tags, on=keys, how="left")
+        .join(urls, on=keys, how="left")
+        .withColumn("Ports", F.coalesce(F.col("Ports"), F.array().cast("array<int>")))
+        .withColumn("PortCount", F.coalesce(F.col("PortCount"), F.lit(0).cast("long")))
+        .withColumn("Protocols", F.coalesce(F.col("Protocols"), no_strings))
+        .withColumn("Tags", F.coalesce(F.col("Tags"), no_strings))
+        .withColumn("TopRemoteUrls", F.coalesce(F.col("TopRemoteUrls"), no_strings))
         .withColumn("window_start", F.lit(window_start))
         .withColumn("window_end", F.lit(window_end))
         .select(*group, *(c for c in POLICY_COLUMNS if c not in group))
