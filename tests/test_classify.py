@@ -6,8 +6,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from fwpolicy.classify import (
-    ADDRESS,
     DEVICE,
+    INBOUND_DETAIL,
     OUTBOUND,
     SERVER_KEY,
     connections,
@@ -95,8 +95,8 @@ def test_server_keys_are_the_listening_and_accepting_ports(conns):
 
 def test_semi_join_keeps_only_keyed_inbound_rows(conns):
     matched = match_server_keys(conns, PolicyConfig()).where(F.col("Directionality") == "Inbound")
-    # Every facet of an inbound row keeps its server key; the ADDRESS facet has the remote IP.
-    matched = matched.where(F.col("Facet") == ADDRESS)
+    # An inbound event is counted once, in INBOUND_DETAIL, with its server key and remote IP.
+    assert {r["Facet"] for r in matched.collect()} == {INBOUND_DETAIL}
     got = sorted((r["DeviceId"], r["Port"], r["RemoteIP"], r["Connections"]) for r in matched.collect())
     # RemoteIP is blanked for inbound rows, so d1's three 445 rows collapse into one connection.
     assert got == [("d1", 445, "", 3), ("d1", 1433, "", 1)]

@@ -16,7 +16,7 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from fwpolicy.classify import DEVICE, PATH, connections, match_server_keys
+from fwpolicy.classify import DEVICE, INBOUND_DETAIL, PATH, connections, match_server_keys
 from fwpolicy.config import ConfigError, PolicyConfig
 from fwpolicy.exclusions import SCENARIOS, excluded_connections, load_rules
 from fwpolicy.pipeline import policy_from_connections
@@ -494,7 +494,7 @@ def test_end_to_end_tagged_kept_excluded_accounted_for(spark, tmp_path):
     assert excl.columns[:3] == ["Rule", "Directionality", "AliasPath"] and "Excluded" not in excl.columns
     without_rules = (
         match_server_keys(connections(events, cfg), cfg)
-        .where(F.col("Facet") == DEVICE)  # each event is counted once in this facet
+        .where(F.col("Facet").isin(DEVICE, INBOUND_DETAIL))  # each event is counted once in these
         .groupBy("Directionality", F.col(PATH).alias("AliasPath"))
         .agg(F.sum("Connections").alias("ConnectionCount"))
     )

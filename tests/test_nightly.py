@@ -21,7 +21,7 @@ from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 
 from fwpolicy.audit import AUDIT_TABLE
-from fwpolicy.classify import DEVICE
+from fwpolicy.classify import DEVICE, INBOUND_DETAIL
 from fwpolicy.config import ConfigError, PolicyConfig, RunSpec
 from fwpolicy.generate import generate_events, write_lake
 from fwpolicy.hunting import HUNTING_TABLE
@@ -172,8 +172,8 @@ def partial_rows(spark: SparkSession, output: str) -> list[dict[str, Any]]:
 def stored_connections(spark: SparkSession, output: str, d: dt.date) -> int:
     """Events a stored day of the partials accounts for (kept and removed rows alike)."""
     table = spark.read.format("delta").load(table_path(output, PARTIALS_TABLE))
-    # Each event is counted once in the DEVICE facet (and once more in each other facet).
-    rows = table.where((F.col(DAY_COLUMN) == F.lit(d)) & (F.col("Facet") == F.lit(DEVICE)))
+    # Each event is counted once in DEVICE or INBOUND_DETAIL (and again in other facets).
+    rows = table.where((F.col(DAY_COLUMN) == F.lit(d)) & F.col("Facet").isin(DEVICE, INBOUND_DETAIL))
     return rows.agg(F.sum("Connections")).first()[0]
 
 

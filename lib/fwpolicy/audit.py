@@ -51,7 +51,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from fwpolicy import __version__
-from fwpolicy.classify import DEVICE, INBOUND, OUTBOUND, REMOVAL_CLAUSES, match_server_keys
+from fwpolicy.classify import DEVICE, INBOUND, INBOUND_DETAIL, OUTBOUND, REMOVAL_CLAUSES, match_server_keys
 from fwpolicy.config import PolicyConfig, RunSpec
 from fwpolicy.sink import append, ensure_owned, table_path
 
@@ -151,16 +151,15 @@ def audit_counts(conns: DataFrame, cfg: PolicyConfig, matched: DataFrame | None 
     Rows excluded by a rule are counted after the join, as ``policy_from_connections`` drops
     them after it. ``matched``: the join's result when the caller has it persisted already.
     """
-    # Every event is counted once in the DEVICE facet (removed events only there).
-    conns = conns.where(F.col("Facet") == F.lit(DEVICE))
+    # Every event is counted once in DEVICE or INBOUND_DETAIL (classify.aggregate_connections).
+    once = F.col("Facet").isin(DEVICE, INBOUND_DETAIL)
+    conns = conns.where(once)
     summed = F.coalesce(F.sum("Connections"), F.lit(0)).cast("long").alias("n")
     excluded = F.col("Excluded").isNotNull().alias("excluded")
     read = conns.groupBy(
         F.lit("read").alias("stage"), F.coalesce("Removed", "Directionality").alias("fate"), excluded
     ).agg(summed)
-    matched = (
-        match_server_keys(conns, cfg) if matched is None else matched.where(F.col("Facet") == F.lit(DEVICE))
-    )
+    matched = match_server_keys(conns, cfg) if matched is None else matched.where(once)
     kept = matched.groupBy(
         F.lit("matched").alias("stage"), F.col("Directionality").alias("fate"), excluded
     ).agg(summed)

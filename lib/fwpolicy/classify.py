@@ -7,15 +7,15 @@ the source is scanned once:
    (``Directionality``), or the first clause of the query that removes it (``Removed``), or the
    reason its values are unusable (``Removed = 'rejected:...'``). The legs are disjoint:
    inbound needs ``LocalPort < E``, outbound ``LocalPort >= E``.
-2. ``aggregate_connections`` counts every event once in each of three *facets*, each grouped
-   as coarsely as the summary allows: per program and device (``DEVICE``: counts, times,
-   server actions, days seen as bit words), per program, port and remote IP (``ADDRESS``), and
-   per program, file name, protocol, URL and tags (``DESCRIPTOR``); an inbound row keeps its
-   ``(DeviceId, LocalPort)`` in every facet for the semi join. Removed events collapse to one
-   ``DEVICE`` row per reason, so the run audit accounts for every row read without a second
-   scan. This *connection table* is the only large aggregation of the job (one scan, one
-   hash aggregation); it is far smaller than the events even when no connection repeats, and
-   the nightly mode stores it per day.
+2. ``aggregate_connections`` counts every event in a few *facets*, each grouped as coarsely as
+   the summary allows: an outbound event per program and device (``DEVICE``: counts, times,
+   days seen as bit words), per program, port and remote IP (``ADDRESS``), and per program,
+   file name, protocol, URL and tags (``DESCRIPTOR``); an inbound event once with all of
+   them and its ``(DeviceId, LocalPort)`` for the semi join (``INBOUND_DETAIL``). Removed
+   events collapse to one ``DEVICE`` row per reason, so the run audit accounts for every row
+   read without a second scan. This *connection table* is the only large aggregation of the
+   job (one scan, one hash aggregation); it is far smaller than the events even when no
+   connection repeats, and the nightly mode stores it per day.
 3. ``match_server_keys`` keeps inbound rows whose ``(DeviceId, path, LocalPort)`` is a server
    key anywhere in the window. The keys come from the same table; ``pipeline.run`` persists it
    so the keys, the join and the summary all read it instead of the source.
@@ -60,12 +60,14 @@ KEY_COLUMNS = (
     "RemoteUrl",
     "Tags",
 )
-DEVICE, ADDRESS, DESCRIPTOR = 0, 1, 2  # values of the connection table's Facet column
+# Values of the connection table's Facet column (see aggregate_connections).
+DEVICE, ADDRESS, DESCRIPTOR, INBOUND_DETAIL = 0, 1, 2, 3
 PROGRAM = ("Directionality", PATH, "Excluded")
 FACETS = {
     DEVICE: (*PROGRAM, "DeviceId"),
     ADDRESS: (*PROGRAM, "Port", "RemoteIP"),
     DESCRIPTOR: (*PROGRAM, "FileName", "Protocol", "RemoteUrl", "Tags"),
+    INBOUND_DETAIL: tuple(c for c in KEY_COLUMNS if c != "EventDate"),
 }
 DAY_BITS = "DayBits"  # DayBits0, DayBits1, ...: days of the window seen (see day_bits)
 
@@ -187,48 +189,48 @@ def day_bit_columns(df: DataFrame) -> list[str]:
     return sorted((c for c in df.columns if c.startswith(DAY_BITS)), key=lambda c: int(c[len(DAY_BITS) :]))
 
 
-def _facet(facet: int, inbound: Column, daily: bool, types: dict[str, str]) -> Column:
-    """One facet of an event as a struct of every key column (null where not in the facet).
-
-    An inbound row keeps its server key (``DeviceId``, ``Port``) in every facet, so the semi
-    join of ``match_server_keys`` applies to each facet alike."""
+def _facet(facet: int, daily: bool, types: dict[str, str]) -> Column:
+    """One facet of an event as a struct of every key column (null where not in the facet)."""
     keep = set(FACETS[facet]) | {"Removed"} | ({"EventDate"} if daily else set())
     fields = [F.lit(facet).cast("tinyint").alias("Facet")]
     for name in KEY_COLUMNS:
-        c = F.col(name)
-        if name in keep:
-            value = c
-        elif name in SERVER_KEY:
-            value = F.when(inbound, c)
-        else:
-            value = F.lit(None).cast(types[name])
+        value = F.col(name) if name in keep else F.lit(None).cast(types[name])
         fields.append(value.alias(name))
     return F.struct(*fields)
 
 
 def aggregate_connections(tagged: DataFrame, window: tuple[dt.date, dt.date] | None = None) -> DataFrame:
-    """The connection table: each event counted once in each of three facets (``FACETS``).
+    """The connection table: every event counted once in each facet of its kind (``FACETS``).
 
-    * ``DEVICE``: per program and device: counts, first and last sighting, and whether a
-      server action (listen or accept) was seen (``IsServer``); the days seen as
-      ``DayBits<w>`` words over ``window``. Removed events are counted here only, one row
-      per reason (and day), so the run audit accounts for every row read.
-    * ``ADDRESS``: per program, port and remote IP.
+    An outbound event is counted in three facets, each as coarse as the summary allows:
+
+    * ``DEVICE``: per program and device: counts, first and last sighting; the days seen as
+      ``DayBits<w>`` words over ``window``;
+    * ``ADDRESS``: per program, port and remote IP;
     * ``DESCRIPTOR``: per program, file name, protocol, remote URL and tags.
 
-    Each facet is as coarse as the summary allows, so the table is far smaller than the
-    events even when no connection repeats. Grouping only on keys with count, min, max and
-    bit-or keeps this, the job's one large aggregation, a hash aggregation (it spills instead
-    of sorting). ``window=None`` keeps ``EventDate`` in every facet instead of day words: the
-    nightly partials, one set of rows per day, which roll up over a window that moves.
-    Every aggregate can be merged again (sum, min, max, bit-or): partials roll up exactly.
+    An inbound event is counted once, in ``INBOUND_DETAIL``, with every key column: it must
+    keep its server key ``(DeviceId, path, LocalPort)`` for the semi join, and the branches of
+    the summary read it as a row of each facet (``summarize.facet``). ``IsServer`` says
+    whether a server action (listen or accept) was among its events. A removed event is
+    counted in ``DEVICE`` only, one row per reason (and day), so every event read is counted
+    exactly once in ``DEVICE`` or ``INBOUND_DETAIL`` (what the run audit sums).
+
+    The table is far smaller than the events even when no connection repeats. Grouping only
+    on keys with count, min, max and bit-or keeps this, the job's one large aggregation, a
+    hash aggregation (it spills instead of sorting). ``window=None`` keeps ``EventDate`` in
+    every facet instead of day words: the nightly partials, one set of rows per day, which
+    roll up over a window that moves. Every aggregate merges again (sum, min, max, bit-or),
+    so partials roll up exactly.
     """
     daily = window is None
-    inbound = F.col("Directionality") == F.lit(INBOUND)
     types = dict(tagged.dtypes)
-    device = _facet(DEVICE, inbound, daily, types)
-    every = F.array(device, *(_facet(f, inbound, daily, types) for f in (ADDRESS, DESCRIPTOR)))
-    facets = F.when(F.col("Removed").isNull(), every).otherwise(F.array(device))
+    device = _facet(DEVICE, daily, types)
+    facets = (
+        F.when(F.col("Removed").isNotNull(), F.array(device))
+        .when(F.col("Directionality") == F.lit(INBOUND), F.array(_facet(INBOUND_DETAIL, daily, types)))
+        .otherwise(F.array(device, _facet(ADDRESS, daily, types), _facet(DESCRIPTOR, daily, types)))
+    )
     bits = {} if daily else day_bits(F.col("EventDate"), *window)
     exploded = tagged.select(
         F.explode(facets).alias("_f"), "ServerAction", "Timestamp", *(c.alias(n) for n, c in bits.items())
@@ -274,7 +276,7 @@ def connections(
 def server_keys(conns: DataFrame) -> DataFrame:
     """Distinct ``(Directionality, DeviceId, path, LocalPort)`` that listened or accepted."""
     return (
-        conns.where((F.col("Facet") == F.lit(DEVICE)) & F.col("IsServer"))
+        conns.where((F.col("Facet") == F.lit(INBOUND_DETAIL)) & F.col("IsServer"))
         .select(*SERVER_KEY)
         .distinct()
         .withColumn("_server_key", F.lit(True))

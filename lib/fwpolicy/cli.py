@@ -218,12 +218,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("nightly", help="incremental: update daily partials, roll up the window")
-    p.add_argument("--source", required=True)
+    p.add_argument("--source", required=True, help="Delta table or Parquet dataset of DeviceNetworkEvents")
     p.add_argument("--source-format", required=True, choices=("delta", "parquet"))
-    p.add_argument("--output", required=True)
+    p.add_argument("--output", required=True, help="output root; tables are written under it")
     p.add_argument("--date", required=True, type=date_arg, help="last day of the window (UTC)")
-    p.add_argument("--window-days", type=positive_int, default=90)
-    p.add_argument("--refresh-days", type=int, default=2, help="recent days recomputed for late events")
+    p.add_argument(
+        "--window-days",
+        type=positive_int,
+        default=90,
+        help="days in the window, ending on --date (default: 90)",
+    )
+    p.add_argument(
+        "--refresh-days",
+        type=int,
+        default=2,
+        help="last days of the window recomputed every night for late events (default: 2)",
+    )
     add_policy_options(p)
     p.set_defaults(handler=cmd_nightly)
 

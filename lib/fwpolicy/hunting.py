@@ -91,7 +91,7 @@ from pyspark.sql import functions as F
 
 from fwpolicy.classify import ADDRESS, DEVICE, OUTBOUND, PATH
 from fwpolicy.config import ConfigError, PolicyConfig
-from fwpolicy.summarize import GROUP, alias_table, capped_sorted, facet, path_level
+from fwpolicy.summarize import GROUP, capped_sorted, facet, with_alias
 
 HUNTING_TABLE = "unusual_programs"
 
@@ -414,39 +414,29 @@ def unusual_programs(
     if window_end <= window_start:
         raise ConfigError(f"empty window: end {window_end} must be after start {window_start}")
     group = list(GROUP)
-    raw = list(path_level(GROUP))
+    rows = with_alias(matched, cfg)
+    devices = facet(rows, DEVICE)
     machines = (
         F.countDistinct("DeviceId")
         if cfg.distinct_machines == "exact"
         else F.approx_count_distinct("DeviceId")
     )
-
-    # Each branch reduces the rows by raw path first, then folds the small result to AliasPath.
-    devices = facet(matched, DEVICE)
-    aliases = alias_table(devices, cfg)
-    per_device = devices.groupBy(*raw, "DeviceId").agg(
-        F.min("FirstSeen").alias("FirstSeen"),
-        F.max("LastSeen").alias("LastSeen"),
-        F.sum("Connections").alias("Connections"),
-    )
     programs = (
-        per_device.join(aliases, on=PATH)
-        .groupBy(*group)
+        devices.groupBy(*group)
         .agg(
             machines.cast("long").alias("DistinctMachines"),
             F.min("FirstSeen").alias("FirstSeen"),
             F.max("LastSeen").alias("LastSeen"),
             F.sum("Connections").cast("long").alias("ConnectionCount"),
         )
-        .withColumn("_first_day", F.to_date("FirstSeen"))  # EventDate is the UTC day of Timestamp
-    )
+        .withColumn("_first_day", F.to_date("FirstSeen"))
+    )  # EventDate is the UTC day of Timestamp
 
     # Path rules once per distinct raw path, then any path of the program.
     rules = path_matches(F.col("_clean"))
     paths = (
-        devices.select(*raw)
+        devices.select(*group, PATH)
         .distinct()
-        .join(aliases, on=PATH)
         .withColumn("_clean", clean_path(F.col(PATH)))
         .groupBy(*group)
         .agg(
@@ -455,11 +445,11 @@ def unusual_programs(
         )
     )
 
-    # Addresses are parsed once per distinct (path, port, address) of outbound rows on a
+    # Addresses are parsed once per distinct (program, port, address) of outbound rows on a
     # non-standard port.
     nonstandard = (F.col("Directionality") == F.lit(OUTBOUND)) & ~F.col("Port").isin(*s.standard_ports)
-    candidates = facet(matched, ADDRESS).where(nonstandard).select(*raw, "Port", "RemoteIP").distinct()
-    public = candidates.where(is_public_ip(F.col("RemoteIP"))).join(aliases, on=PATH)
+    candidates = facet(rows, ADDRESS).where(nonstandard).select(*group, "Port", "RemoteIP").distinct()
+    public = candidates.where(is_public_ip(F.col("RemoteIP")))
     traffic = public.groupBy(*group).agg(
         capped_sorted(F.collect_set("Port"), s.max_ports).alias("PublicNonStandardPorts"),
         F.countDistinct("RemoteIP").cast("long").alias("PublicRemoteIPCount"),

@@ -25,7 +25,7 @@ from fwpolicy.hunting import HUNTING_TABLE, unusual_programs
 from fwpolicy.session import get_spark
 from fwpolicy.sink import ensure_owned_under, read_table, replace_partition, table_path
 from fwpolicy.source import read_window
-from fwpolicy.summarize import summarize
+from fwpolicy.summarize import summarize, with_alias
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +84,14 @@ def write_window_tables(
 ) -> AuditCounts | None:
     """Replace the ``window_end = end`` partition of the three window tables under ``output``.
 
-    The server-key join is computed once and kept (``persisted``) for the three tables and the
-    audit, so each table costs only its own aggregations. ``excluding`` says whether any rule
-    can exclude traffic; when none can, ``excluded_connections`` gets an empty partition
-    without reading anything (it is still written, so no stale exclusions outlive a change of
-    rules). With ``audit``, the fates of ``conns``' rows are counted there too
+    The server-key join and the aliases are computed once and kept (``persisted``) for the
+    three tables and the audit, so each table costs only its own aggregations. ``excluding``
+    says whether any rule can exclude traffic; when none can, ``excluded_connections`` gets an
+    empty partition without reading anything (it is still written, so no stale exclusions
+    outlive a change of rules). With ``audit``, the fates of ``conns``' rows are counted there too
     (``RunAudit.count``) and returned.
     """
-    with persisted(match_server_keys(conns, cfg)) as rows:
+    with persisted(with_alias(match_server_keys(conns, cfg), cfg)) as rows:
         policy = summarize(rows.where(F.col("Excluded").isNull()), cfg, start, end)
         replace_partition(policy, table_path(output, POLICY_TABLE), end, tag)
         # Every connection, excluded or not: malware can borrow a name an exclusion trusts.

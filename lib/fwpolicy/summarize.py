@@ -21,7 +21,16 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from fwpolicy.aliasing import alias_expr
-from fwpolicy.classify import ADDRESS, DESCRIPTOR, DEVICE, OUTBOUND, PATH, day_bit_columns, day_bits
+from fwpolicy.classify import (
+    ADDRESS,
+    DESCRIPTOR,
+    DEVICE,
+    INBOUND_DETAIL,
+    OUTBOUND,
+    PATH,
+    day_bit_columns,
+    day_bits,
+)
 from fwpolicy.config import PolicyConfig
 
 GROUP = ("Directionality", "AliasPath")
@@ -53,18 +62,16 @@ def alias_table(rows: DataFrame, cfg: PolicyConfig) -> DataFrame:
     """``(path, AliasPath)`` for each distinct folder path of ``rows``, under the profile.
 
     The alias is computed once per distinct path: a fleet has far fewer programs than
-    connections. Branches that fold with the same table share it (Spark reuses the
-    identical exchange), and adaptive execution broadcasts it when it is small."""
+    connections. Adaptive execution broadcasts the table when it is small."""
     return rows.select(PATH).distinct().withColumn("AliasPath", alias_expr(PATH, cfg.profile, cfg))
 
 
-def path_level(group: tuple[str, ...]) -> tuple[str, ...]:
-    """``group`` with ``AliasPath`` replaced by the raw folder path it is computed from.
-
-    Every branch of the summary first reduces the connection rows grouped by the raw path,
-    which needs no alias, and only then folds the (much smaller) result to ``AliasPath``:
-    the alias join never touches the connection table."""
-    return tuple(PATH if c == "AliasPath" else c for c in group)
+def with_alias(rows: DataFrame, cfg: PolicyConfig) -> DataFrame:
+    """``rows`` with the ``AliasPath`` of each folder path; rows that have one already are
+    returned as they are (``pipeline.write_window_tables`` aliases once for every table)."""
+    if "AliasPath" in rows.columns:
+        return rows
+    return rows.join(alias_table(rows, cfg), on=PATH, how="inner")
 
 
 def capped_sorted(values: Column, cap: int) -> Column:
@@ -87,37 +94,25 @@ def capped_distinct(df: DataFrame, keys: tuple[str, ...], value: str, cap: int) 
     )
 
 
-def distinct_values(
-    matched: DataFrame, aliases: DataFrame, group: tuple[str, ...], value: Column | str
-) -> DataFrame:
-    """Distinct ``(group, value)`` rows of the connection rows, folded to ``AliasPath``."""
-    value = F.col(value) if isinstance(value, str) else value
-    raw = matched.select(*path_level(group), value.alias("_value")).distinct()
-    return raw.join(aliases, on=PATH).select(*group, "_value").distinct()
-
-
-def top_weighted(
-    matched: DataFrame, aliases: DataFrame, group: tuple[str, ...], value: str, weight: str, n: int
-) -> DataFrame:
+def top_weighted(df: DataFrame, keys: tuple[str, ...], value: str, weight: str, n: int) -> DataFrame:
     """Per group: the ``n`` non-empty ``value``s with the largest total ``weight``.
 
-    Ties break by value, so the result is deterministic. Columns: ``group``, ``Top<value>s``.
+    Ties break by value, so the result is deterministic. Columns: ``keys``, ``Top<value>s``.
     """
-    raw = path_level(group)
-    totals = matched.where(F.col(value) != F.lit("")).groupBy(*raw, value).agg(F.sum(weight).alias("_weight"))
-    folded = totals.join(aliases, on=PATH).groupBy(*group, value).agg(F.sum("_weight").alias("_weight"))
-    order = Window.partitionBy(*group).orderBy(F.desc("_weight"), value)
-    ranked = folded.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") <= n)
-    return ranked.groupBy(*group).agg(
+    totals = df.where(F.col(value) != F.lit("")).groupBy(*keys, value).agg(F.sum(weight).alias("_weight"))
+    order = Window.partitionBy(*keys).orderBy(F.desc("_weight"), value)
+    ranked = totals.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") <= n)
+    return ranked.groupBy(*keys).agg(
         F.transform(F.sort_array(F.collect_list(F.struct("_rank", value))), lambda s: s[value]).alias(
             f"Top{value}s"
         )
     )
 
 
-def facet(matched: DataFrame, which: int) -> DataFrame:
-    """The rows of one facet of the connection table (``classify.FACETS``)."""
-    return matched.where(F.col("Facet") == F.lit(which))
+def facet(rows: DataFrame, which: int) -> DataFrame:
+    """The rows of one facet of the connection table (``classify.FACETS``), and the inbound
+    rows, which carry every key column and count as rows of each facet."""
+    return rows.where(F.col("Facet").isin(which, INBOUND_DETAIL))
 
 
 def with_day_bits(rows: DataFrame, window_start: dt.date, window_end: dt.date) -> DataFrame:
@@ -143,23 +138,21 @@ def summarize(
     """Policy rows for one window: ``group`` columns, then ``POLICY_COLUMNS`` after the group.
 
     ``matched``: the connection table after the server-key join
-    (``classify.match_server_keys``). Each branch reads one facet grouped by the raw path and
-    folds the (much smaller) result to ``AliasPath`` afterwards (``path_level``); the
-    branches meet in a join of small per-program tables.
+    (``classify.match_server_keys``), with or without ``AliasPath``. Each branch reads one
+    facet: the counts per program and device (``DEVICE``), ports and remote IPs
+    (``ADDRESS``), names, protocols, tags and URLs (``DESCRIPTOR``); the branches meet in a
+    join of small per-program tables.
     """
-    raw = path_level(group)
-    aliases = alias_table(matched, cfg)
+    rows = with_alias(matched, cfg)
     # Counts: one row per program and device, the days it was seen as bit words.
-    devices = with_day_bits(facet(matched, DEVICE), window_start, window_end)
+    devices = with_day_bits(facet(rows, DEVICE), window_start, window_end)
     words = day_bit_columns(devices)
-    merged = [
+    by_device = devices.groupBy(*group, "DeviceId").agg(
         F.sum("Connections").alias("Connections"),
         F.min("FirstSeen").alias("FirstSeen"),
         F.max("LastSeen").alias("LastSeen"),
         *(F.bit_or(w).alias(w) for w in words),
-    ]
-    by_path = devices.groupBy(*raw, "DeviceId").agg(*merged)
-    by_device = by_path.join(aliases, on=PATH).groupBy(*group, "DeviceId").agg(*merged)
+    )
     machines = F.count(F.lit(1)) if cfg.distinct_machines == "exact" else F.approx_count_distinct("DeviceId")
     main = (
         by_device.groupBy(*group)
@@ -174,48 +167,29 @@ def summarize(
         .withColumn("DaysObserved", bit_count([f"_all{w}" for w in words]))
     )
 
-    descriptors = facet(matched, DESCRIPTOR)
-    names = descriptors.select(*raw, "FileName").distinct()
-    examples = (
-        names.join(aliases, on=PATH)
-        .groupBy(*group)
-        .agg(
-            F.min(F.when(F.col("FileName") != F.lit(""), F.col("FileName"))).alias("ExampleFileName"),
-            F.min(PATH).alias("ExamplePath"),
-        )
+    descriptors = facet(rows, DESCRIPTOR)
+    described = descriptors.groupBy(*group).agg(
+        F.min(F.when(F.col("FileName") != F.lit(""), F.col("FileName"))).alias("ExampleFileName"),
+        F.min(PATH).alias("ExamplePath"),
+        F.sort_array(F.collect_set(F.when(F.col("Protocol") != F.lit(""), F.col("Protocol")))).alias(
+            "Protocols"
+        ),
+        F.sort_array(F.array_distinct(F.flatten(F.collect_set("Tags")))).alias("Tags"),
     )
-
-    def value_set(value: Column | str, name: str) -> DataFrame:
-        values = distinct_values(descriptors, aliases, group, value).where(F.col("_value") != F.lit(""))
-        return values.groupBy(*group).agg(F.sort_array(F.collect_list("_value")).alias(name))
-
-    protocols = value_set("Protocol", "Protocols")
-    tags = value_set(F.explode("Tags"), "Tags")
     outbound = descriptors.where(F.col("Directionality") == F.lit(OUTBOUND))
-    urls = top_weighted(outbound, aliases, group, "RemoteUrl", "Connections", TOP_URLS)
-    addresses = facet(matched, ADDRESS)
-    ports = capped_distinct(distinct_values(addresses, aliases, group, "Port"), group, "_value", cfg.set_cap)
-    ips = capped_distinct(
-        distinct_values(addresses, aliases, group, "RemoteIP"), group, "_value", cfg.set_cap
-    )
-    no_strings = F.array().cast("array<string>")
+    urls = top_weighted(outbound, group, "RemoteUrl", "Connections", TOP_URLS)
+    addresses = facet(rows, ADDRESS)
+    ports = capped_distinct(addresses, group, "Port", cfg.set_cap)
+    ips = capped_distinct(addresses, group, "RemoteIP", cfg.set_cap)
     keys = list(group)
     return (
-        main.join(examples, on=keys, how="inner")
-        .join(
-            ips.withColumnsRenamed({"_values": "RemoteIPs", "_valueCount": "RemoteIPCount"}),
-            on=keys,
-            how="inner",
-        )
-        .join(ports.withColumnsRenamed({"_values": "Ports", "_valueCount": "PortCount"}), on=keys, how="left")
-        .join(protocols, on=keys, how="left")
-        .join(tags, on=keys, how="left")
+        main.join(described, on=keys, how="inner")
+        .join(ips, on=keys, how="inner")
+        .join(ports, on=keys, how="left")
         .join(urls, on=keys, how="left")
         .withColumn("Ports", F.coalesce(F.col("Ports"), F.array().cast("array<int>")))
         .withColumn("PortCount", F.coalesce(F.col("PortCount"), F.lit(0).cast("long")))
-        .withColumn("Protocols", F.coalesce(F.col("Protocols"), no_strings))
-        .withColumn("Tags", F.coalesce(F.col("Tags"), no_strings))
-        .withColumn("TopRemoteUrls", F.coalesce(F.col("TopRemoteUrls"), no_strings))
+        .withColumn("TopRemoteUrls", F.coalesce(F.col("TopRemoteUrls"), F.array().cast("array<string>")))
         .withColumn("window_start", F.lit(window_start))
         .withColumn("window_end", F.lit(window_end))
         .select(*group, *(c for c in POLICY_COLUMNS if c not in group))
