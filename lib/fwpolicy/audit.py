@@ -148,8 +148,8 @@ def audit_counts(conns: DataFrame, cfg: PolicyConfig, matched: DataFrame | None 
     ``conns`` should be persisted (``pipeline.persisted``): it is scanned twice here, once as
     it is and once through ``match_server_keys`` (the semi join the policy uses), in one Spark
     job whose result is a handful of rows: one per removal reason and direction, per stage.
-    Rows excluded by a rule are counted after the join, as ``policy_from_connections`` drops
-    them after it. ``matched``: the join's result when the caller has it persisted already.
+    Rows excluded by a rule are counted after the join, as the policy leaves them out after
+    it. ``matched``: the join's result when the caller has it persisted already.
     """
     # Every event is counted once in DEVICE or INBOUND_DETAIL (classify.aggregate_connections).
     once = F.col("Facet").isin(DEVICE, INBOUND_DETAIL)

@@ -345,6 +345,8 @@ def run_nightly(spec: NightlySpec, spark: SparkSession | None = None) -> Nightly
             with persisted(connections(events, cfg, excluded, tags)) as conns:
                 day = F.col(DAY_COLUMN)
                 stored_rows = conns.where(day.isNotNull()).withColumn(DIGEST_COLUMN, F.lit(digest))
+                # One file per day rather than one per task and day: every night reads them all.
+                stored_rows = stored_rows.repartition(DAY_COLUMN)
                 replace_days(stored_rows, partials_path, to_compute, user_metadata=tag)
                 # Rows without a day are removed rows (unusable Timestamp); count their events.
                 lost = conns.where(day.isNull()).agg(F.sum("Connections").alias("n")).first()
