@@ -167,8 +167,9 @@ def tag_connections(
 
 def day_bits(days: Column, start: dt.date, end: dt.date) -> dict[str, Column]:
     """The days of ``[start, end)`` as bit words: ``DayBits<w>`` has bit ``i`` set for day
-    ``64 * w + i`` of the window. ``days`` is a date column (one day per row: one bit) or
-    absent; OR-ing words over rows gives the set of days they cover, and ``bit_count`` its size.
+    ``64 * w + i`` of the window. ``days`` is a date column: each row sets the bit of its day
+    (none when the date is null); OR-ing words over rows gives the set of days they cover, and
+    ``bit_count`` its size.
 
     With these, "on how many days, and on how many device-days, was a program seen" needs one
     row per program and device instead of one per program, device and day.
