@@ -421,6 +421,7 @@ def unusual_programs(
         if cfg.distinct_machines == "exact"
         else F.approx_count_distinct("DeviceId")
     )
+    # _first_day: the UTC day of the first sighting, as EventDate is the UTC day of Timestamp.
     programs = (
         devices.groupBy(*group)
         .agg(
@@ -430,7 +431,7 @@ def unusual_programs(
             F.sum("Connections").cast("long").alias("ConnectionCount"),
         )
         .withColumn("_first_day", F.to_date("FirstSeen"))
-    )  # EventDate is the UTC day of Timestamp
+    )
 
     # Path rules once per distinct raw path, then any path of the program.
     rules = path_matches(F.col("_clean"))
