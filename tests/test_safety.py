@@ -178,6 +178,17 @@ def test_ownership_states(spark, tmp_path):
     assert ensure_owned(spark, foreign) is True
 
 
+def test_a_relative_output_path_is_created_not_mistaken_for_a_table_name(spark, tmp_path, caplog):
+    # Delta takes a relative location for a table name; the demo writes to data/demo-out/...
+    # Relative to the working directory the JVM started in (the same as this process's).
+    relative = os.path.relpath(tmp_path / "out" / "table")
+    with caplog.at_level(logging.INFO, logger="fwpolicy.sink"):
+        create_owned(spark, relative, spark.range(1).schema)
+    assert ensure_owned(spark, relative) is True
+    assert (tmp_path / "out" / "table" / "_delta_log").is_dir()
+    assert f"created {relative}" in caplog.text and "concurrent" not in caplog.text
+
+
 # ------------------------------------------------------------------------------- logs
 
 

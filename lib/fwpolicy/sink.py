@@ -167,16 +167,20 @@ def create_owned(
     """
     from delta.tables import DeltaTable
 
-    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(_as_nullable(schema))
+    # A relative location is taken for a table name (and refused, after creating the log):
+    # hand Delta the qualified path (file:/abs/..., s3a://...).
+    fs, hpath = _filesystem(spark, path)
+    location = fs.makeQualified(hpath).toString()
+    builder = DeltaTable.createIfNotExists(spark).location(location).addColumns(_as_nullable(schema))
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
     try:
         builder.property(OWNER_PROPERTY, OWNER).execute()
-    except Exception:
+    except Exception as e:
         # A concurrent run may have created it first (a commit conflict on version 0).
         if table_state(spark, path) != "owned":
             raise
-        log.info("%s was created by a concurrent run", path)
+        log.info("%s was created by a concurrent run (%s)", path, type(e).__name__)
     else:
         log.info("created %s", path)
 
