@@ -44,6 +44,14 @@ def event(**kw: Any) -> dict[str, Any]:
     return base
 
 
+def server(path: str, port: int, remote_ip: str, **accept: Any) -> list[dict[str, Any]]:
+    """A program that listens on ``port`` and accepts one connection from ``remote_ip``
+    (``accept``: more columns of the accept event): the two events of a server key."""
+    listen = event(ActionType="ListeningConnectionCreated", LocalPort=port, RemoteIP="")
+    accepted = event(ActionType="InboundConnectionAccepted", LocalPort=port, RemoteIP=remote_ip, **accept)
+    return [{**e, "InitiatingProcessFolderPath": path} for e in (listen, accepted)]
+
+
 def events_df(spark: SparkSession, rows: list[dict[str, Any]]) -> DataFrame:
     names = [n for n, _ in EVENT_FIELDS]
     return spark.createDataFrame([tuple(r.get(n) for n in names) for r in rows], EVENT_SCHEMA)

@@ -23,7 +23,7 @@ from fwpolicy.config import PolicyConfig, RunSpec
 from fwpolicy.pipeline import POLICY_TABLE, run
 from fwpolicy.summarize import POLICY_COLUMNS
 
-from helpers import DAY, NOON, event, events_df
+from helpers import DAY, NOON, event, events_df, server
 
 deltalake = pytest.importorskip("deltalake")
 duckdb = pytest.importorskip("duckdb")
@@ -62,18 +62,7 @@ def policy_path(spark, tmp_path_factory):
         event(
             Timestamp=NOON + dt.timedelta(days=1), InitiatingProcessFolderPath=r"C:\Users\bob\AppData\x.exe"
         ),
-        event(
-            ActionType="ListeningConnectionCreated",
-            LocalPort=3389,
-            RemoteIP="",
-            InitiatingProcessFolderPath=SVC,
-        ),
-        event(
-            ActionType="InboundConnectionAccepted",
-            LocalPort=3389,
-            RemoteIP="198.51.100.9",
-            InitiatingProcessFolderPath=SVC,
-        ),
+        *server(SVC, 3389, "198.51.100.9"),
     ]
     events_df(spark, rows).coalesce(1).write.parquet(str(src))
     out = root / "out"

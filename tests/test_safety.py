@@ -22,7 +22,7 @@ from fwpolicy.config import ConfigError, PolicyConfig, RunSpec
 from fwpolicy.pipeline import POLICY_TABLE, check_paths
 from fwpolicy.sink import OWNER, OWNER_PROPERTY, create_owned, ensure_owned, mark_owned, table_properties
 
-from helpers import DAY, NEXT_DAY, event, events_df
+from helpers import DAY, NEXT_DAY, event, events_df, server
 
 REFUSED = "refusing to overwrite a table fwpolicy did not create"
 INBOUND_IP = "203.0.113.77"  # TEST-NET-3: appears nowhere else
@@ -53,19 +53,7 @@ def source(spark, tmp_path_factory):
     path = tmp_path_factory.mktemp("safety") / "src"
     rows = [
         event(),
-        event(
-            ActionType="ListeningConnectionCreated",
-            LocalPort=3389,
-            RemoteIP="",
-            InitiatingProcessFolderPath=SVC,
-        ),
-        event(
-            ActionType="InboundConnectionAccepted",
-            LocalPort=3389,
-            RemoteIP=INBOUND_IP,
-            RemotePort=50123,
-            InitiatingProcessFolderPath=SVC,
-        ),
+        *server(SVC, 3389, INBOUND_IP, RemotePort=50123),
     ]
     events_df(spark, rows).coalesce(1).write.parquet(str(path))
     return path
