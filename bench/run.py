@@ -40,6 +40,8 @@ from pathlib import Path
 
 import psutil
 
+from fwpolicy.summarize import KQL_COLUMNS  # the columns every engine's rows are compared on
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 PY = sys.executable
@@ -50,16 +52,6 @@ REF_EVENTS, REF_DEVICES, REF_DAYS = 20e6, 5000, 90
 DENSITY = REF_EVENTS / (REF_DEVICES * REF_DAYS)
 QUICK_EVENTS, QUICK_DAYS = 2e5, 14
 GENERATOR_KEY = "generator_sha256"
-POLICY_COLUMNS = (
-    "Directionality",
-    "AliasPath",
-    "ConnectionCount",
-    "DistinctMachines",
-    "Ports",
-    "RemoteIPs",
-    "PortCount",
-    "RemoteIPCount",
-)
 STEPS = ("cold", "nightly", "duckdb", "naive", "floor")
 LABELS = {
     "cold": "fwpolicy run (cold)",
@@ -465,23 +457,20 @@ def step_nightly(spec: LakeSpec, lake: Path, out: Path, env: dict[str, str]) -> 
     return m
 
 
+def run_peer(
+    step: str, script: str, spec: LakeSpec, lake: Path, out: Path, env: dict[str, str], *extra: str
+) -> tuple[Measurement, Path]:
+    """Run ``bench/<script>`` over the lake's window, logging to ``logs/<step>.log``."""
+    cmd = [PY, str(BENCH / script), "--source", str(lake)]
+    cmd += ["--start", spec.start.isoformat(), "--end", spec.end.isoformat(), *extra]
+    log_path = out / "logs" / f"{step}.log"
+    return measure(cmd, log_path, env), log_path
+
+
 def step_duckdb(spec: LakeSpec, lake: Path, out: Path, env: dict[str, str]) -> Measurement:
     result = out / "duckdb.parquet"
     result.unlink(missing_ok=True)
-    cmd = [
-        PY,
-        str(BENCH / "duckdb_query.py"),
-        "--source",
-        str(lake),
-        "--start",
-        spec.start.isoformat(),
-        "--end",
-        spec.end.isoformat(),
-        "--output",
-        str(result),
-    ]
-    log_path = out / "logs" / "duckdb.log"
-    m = measure(cmd, log_path, env)
+    m, log_path = run_peer("duckdb", "duckdb_query.py", spec, lake, out, env, "--output", str(result))
     if m.ok:
         m.inner = "query " + inner_time(log_path, r"rows in ([\d.]+s)")
     return m
@@ -490,38 +479,14 @@ def step_duckdb(spec: LakeSpec, lake: Path, out: Path, env: dict[str, str]) -> M
 def step_naive(spec: LakeSpec, lake: Path, out: Path, env: dict[str, str]) -> Measurement:
     result = out / "naive"
     shutil.rmtree(result, ignore_errors=True)
-    cmd = [
-        PY,
-        str(BENCH / "naive_port.py"),
-        "--source",
-        str(lake),
-        "--start",
-        spec.start.isoformat(),
-        "--end",
-        spec.end.isoformat(),
-        "--output",
-        str(result),
-    ]
-    log_path = out / "logs" / "naive.log"
-    m = measure(cmd, log_path, env)
+    m, log_path = run_peer("naive", "naive_port.py", spec, lake, out, env, "--output", str(result))
     if m.ok:
         m.inner = "job " + inner_time(log_path, r"rows in ([\d.]+s)")
     return m
 
 
 def step_floor(spec: LakeSpec, lake: Path, out: Path, env: dict[str, str]) -> Measurement:
-    cmd = [
-        PY,
-        str(BENCH / "floor.py"),
-        "--source",
-        str(lake),
-        "--start",
-        spec.start.isoformat(),
-        "--end",
-        spec.end.isoformat(),
-    ]
-    log_path = out / "logs" / "floor.log"
-    m = measure(cmd, log_path, env)
+    m, log_path = run_peer("floor", "floor.py", spec, lake, out, env)
     if m.ok:
         m.inner = "scan " + inner_time(log_path, r"scan ([\d.]+s)")
     return m
@@ -547,7 +512,7 @@ def normalized(rows: list[dict]) -> dict[tuple[str, str], Row]:
     """{(Directionality, AliasPath): the compared columns}, arrays as tuples."""
     out = {}
     for r in rows:
-        values = (r[c] for c in POLICY_COLUMNS)
+        values = (r[c] for c in KQL_COLUMNS)
         out[(r["Directionality"], r["AliasPath"])] = tuple(
             tuple(v) if isinstance(v, (list, tuple)) else v for v in values
         )
@@ -562,7 +527,7 @@ def policy_partition(root: Path, window_end: dt.date) -> list[dict] | None:
     if not (path / "_delta_log").is_dir():
         return None
     table = DeltaTable(str(path)).to_pyarrow_table(
-        filters=[("window_end", "=", window_end)], columns=list(POLICY_COLUMNS)
+        filters=[("window_end", "=", window_end)], columns=list(KQL_COLUMNS)
     )
     return table.to_pylist()
 

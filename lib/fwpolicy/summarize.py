@@ -35,7 +35,8 @@ from fwpolicy.config import PolicyConfig
 
 GROUP = ("Directionality", "AliasPath")
 TOP_URLS = 5
-POLICY_COLUMNS = (
+# The seed KQL query's own columns, the ones other engines are compared on (bench/run.py).
+KQL_COLUMNS = (
     "Directionality",
     "AliasPath",
     "ConnectionCount",
@@ -44,6 +45,9 @@ POLICY_COLUMNS = (
     "RemoteIPs",
     "PortCount",
     "RemoteIPCount",
+)
+POLICY_COLUMNS = (
+    *KQL_COLUMNS,
     "FirstSeen",
     "LastSeen",
     "DaysObserved",
