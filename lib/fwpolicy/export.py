@@ -616,7 +616,7 @@ def read_snapshot(
             .distinct()
             .orderBy(F.desc("window_end"))
             .limit(10)
-            .collect()
+            .collect()  # at most 10 dates, for the error message
         ]
         raise ConfigError(
             f"{POLICY_TABLE} at {path} has no rows for window_end {window_end}; "
