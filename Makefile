@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 # bench sizes (events, approximate): override e.g. `make bench BENCH_ARGS="--sizes 2e6"`
 BENCH_ARGS ?=
 
-.PHONY: help setup run test lint bench package cluster-test clean
+.PHONY: help setup run test slow-test lint bench package clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[local,dev]'
-	$(PY) -m fwpolicy.session
+	$(PY) -m fwpolicy.io.session
 	touch $(STAMP)
 
 setup: $(STAMP) ## create .venv, install fwpolicy with dev tools, fetch Delta jars
@@ -28,11 +28,12 @@ setup: $(STAMP) ## create .venv, install fwpolicy with dev tools, fetch Delta ja
 run: $(STAMP) ## demo: generate data/ once, run the job on local[*], print a summary
 	$(PY) -m fwpolicy demo
 
-test: $(STAMP) ## run the test suite on local Spark (slow cluster/spark-submit tests: cluster-test)
+test: $(STAMP) ## unit and integration tests on local Spark (the slow tier: make slow-test)
 	$(PY) -m pytest -q -m "not slow"
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff: lint and formatting
 	$(PY) -m ruff check lib jobs tests bench
+	$(PY) -m ruff format --check lib jobs tests bench
 
 bench: $(STAMP) ## build benchmark lakes and compare with DuckDB, a naive port and the floor
 	$(PY) bench/run.py $(BENCH_ARGS)
@@ -41,8 +42,8 @@ package: $(STAMP) ## build the wheel for spark-submit --py-files into dist/
 	rm -rf build  # setuptools reuses build/lib: a deleted module could linger in the wheel
 	$(PY) -m build --wheel --outdir dist .
 
-cluster-test: $(STAMP) ## run the job on a local standalone cluster and compare with local mode
-	$(PY) -m pytest -q -m slow tests/test_standalone_cluster.py tests/test_package.py
+slow-test: $(STAMP) ## the slow tier: spark-submit, standalone cluster, crash and wheel-build tests
+	$(PY) -m pytest -q -m slow
 
 clean: ## remove generated data and build output (keeps .venv)
-	rm -rf data dist build spark-warehouse metastore_db derby.log bench/lake* bench/out* lib/*.egg-info
+	rm -rf data out dist build spark-warehouse metastore_db derby.log bench/lake* bench/out* lib/*.egg-info

@@ -19,8 +19,8 @@ from pyspark.sql import functions as F
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from fwpolicy.session import get_spark
-    from fwpolicy.source import REQUIRED_COLUMNS
+    from fwpolicy.io.session import get_spark
+    from fwpolicy.io.source import REQUIRED_COLUMNS
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--source", required=True, help="Hive-partitioned Parquet lake (EventDate=...)")

@@ -1,6 +1,6 @@
 """Write one benchmark lake with fwpolicy's generator: Parquet, partitioned by ``EventDate``.
 
-python bench/make_lake.py --output bench/lake-20M --devices 5000 --days 90 --events-per-device-day 44
+python bench/make_lake.py --output bench/lake-wide-20M --devices 5000 --days 90 --events-per-device-day 44
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from fwpolicy.generate import generate_events, write_lake
-    from fwpolicy.session import get_spark
+    from fwpolicy.io.session import get_spark
+    from fwpolicy.tasks.generate import generate_events, write_lake
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--output", required=True)

@@ -173,7 +173,7 @@ def naive_policy(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from fwpolicy.session import get_spark
+    from fwpolicy.io.session import get_spark
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--source", required=True, help="Parquet lake of DeviceNetworkEvents")

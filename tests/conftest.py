@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # kql_reference and helpers
 
 @pytest.fixture(scope="session")
 def spark() -> Iterator[SparkSession]:
-    from fwpolicy.session import local_builder
+    from fwpolicy.io.session import local_builder
 
     session = (
         local_builder("local[2]", "fwpolicy-tests")

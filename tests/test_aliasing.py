@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
-from fwpolicy.aliasing import alias_expr
+from fwpolicy.query.aliasing import alias_expr
 
 from kql_reference import kql_alias as ref_alias
 

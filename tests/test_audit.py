@@ -18,8 +18,12 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from fwpolicy import __version__
-from fwpolicy import pipeline as pipeline_module
-from fwpolicy.audit import (
+from fwpolicy.config import PolicyConfig, RunSpec
+from fwpolicy.io.sink import OWNER, OWNER_PROPERTY, table_properties
+from fwpolicy.io.source import read_window
+from fwpolicy.query.seed import REMOVAL_CLAUSES, materialized, seed_query
+from fwpolicy.tasks import run as pipeline_module
+from fwpolicy.tasks.audit import (
     AUDIT_SCHEMA,
     AUDIT_TABLE,
     NO_SERVER_KEY,
@@ -28,11 +32,7 @@ from fwpolicy.audit import (
     redact,
     source_snapshot,
 )
-from fwpolicy.classify import REMOVAL_CLAUSES, connections
-from fwpolicy.config import PolicyConfig, RunSpec
-from fwpolicy.pipeline import POLICY_TABLE, persisted, run
-from fwpolicy.sink import OWNER, OWNER_PROPERTY, table_properties
-from fwpolicy.source import read_window
+from fwpolicy.tasks.run import POLICY_TABLE, run
 
 from helpers import EVENT_SCHEMA, NOON, event, events_df
 
@@ -162,11 +162,14 @@ def test_each_run_appends_one_balanced_row(spark, source, tmp_path, caplog):
     assert row["duration_seconds"] > 0 and row["started_at"] is not None
 
     assert audit.schema == AUDIT_SCHEMA
+    # The first run creates the table with its rows (one CREATE TABLE AS SELECT commit), the
+    # second replaces its partition; each commit carries its run's id.
     history = DeltaTable.forPath(spark, str(tmp_path / "out" / POLICY_TABLE)).history().collect()
-    assert {h["userMetadata"] for h in history if h["operation"] == "WRITE"} == {
-        f"fwpolicy run {first.run_id}",
-        f"fwpolicy run {second.run_id}",
-    }
+    commits = sorted((h["version"], h["operation"], h["userMetadata"]) for h in history)
+    assert commits == [
+        (0, "CREATE TABLE AS SELECT", f"fwpolicy run {first.run_id}"),
+        (1, "WRITE", f"fwpolicy run {second.run_id}"),
+    ]
     assert table_properties(spark, str(tmp_path / "out" / AUDIT_TABLE)).get(OWNER_PROPERTY) == OWNER
     summaries = [r for r in caplog.records if r.getMessage().startswith(f"run_audit {first.run_id} ")]
     assert len(summaries) == 1 and summaries[0].levelno == logging.INFO
@@ -174,14 +177,14 @@ def test_each_run_appends_one_balanced_row(spark, source, tmp_path, caplog):
 
 
 def test_counts_cover_excluded_rows_and_direct_frames(spark):
-    """``audit_counts`` on an in-memory connection table with exclude rules: excluded rows are
+    """``audit_counts`` on an in-memory query with exclude rules: excluded rows are
     counted once, after the server-key join (as the policy drops them), and still balance."""
     rows = [e for e, f in EVENTS if f is not None and "rejected" not in f]
     events = events_df(spark, rows)
     excluded = F.when(F.col("RemotePort") == 53, F.lit("dns")).when(F.col("LocalPort") == 3389, F.lit("rdp"))
     cfg = PolicyConfig()
-    with persisted(connections(events, cfg, excluded=excluded)) as conns:
-        counts = audit_counts(conns, cfg)
+    query = seed_query(events, cfg, (START, END), excluded=excluded, keep=materialized)  # as a run keeps it
+    counts = audit_counts(query)
     assert counts.balanced
     assert (counts.rows_read, counts.rows_inbound, counts.rows_outbound, counts.rows_excluded) == (
         13,
@@ -207,7 +210,7 @@ def test_a_failed_run_leaves_a_failed_row(spark, source, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("simulated failure while computing")
 
-    monkeypatch.setattr(pipeline_module, "summarize", boom)
+    monkeypatch.setattr(pipeline_module, "unusual_programs", boom)  # inside the writing step
     spec = RunSpec(str(source), "parquet", str(tmp_path / "out"), START, END, PolicyConfig())
     with pytest.raises(RuntimeError, match="simulated failure"):
         run(spec, spark)

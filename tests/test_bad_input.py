@@ -7,10 +7,10 @@ import datetime as dt
 import pytest
 from pyspark.sql import functions as F
 
-from fwpolicy.classify import DEVICE, INBOUND_DETAIL, connections
 from fwpolicy.cli import main
 from fwpolicy.config import PolicyConfig
-from fwpolicy.source import conform_schema, read_window
+from fwpolicy.io.source import conform_schema, read_window
+from fwpolicy.query.seed import DEVICE, INBOUND_DETAIL, connection_table, where_clauses
 
 from helpers import NOON, event, events_df
 
@@ -129,7 +129,7 @@ def test_every_row_read_is_accounted_for(spark, tmp_path):
         "EventDate", F.to_date(F.coalesce("Timestamp", F.lit(NOON)))
     ).write.partitionBy("EventDate").parquet(str(src))
     events = read_window(spark, str(src), "parquet", dt.date(2026, 8, 1), dt.date(2026, 8, 2))
-    conns = connections(events, PolicyConfig())
+    conns = connection_table(where_clauses(events, PolicyConfig()))
     once = conns.where(F.col("Facet").isin(DEVICE, INBOUND_DETAIL))  # each event counted once here
     by_fate = {
         r["fate"]: r["n"]

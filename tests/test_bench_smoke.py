@@ -17,7 +17,7 @@ from types import ModuleType
 import pytest
 from pyspark.sql import functions as F
 
-from fwpolicy.generate import EVENT_SCHEMA, generate_events, write_lake
+from fwpolicy.tasks.generate import EVENT_SCHEMA, generate_events, write_lake
 
 from helpers import event, events_df, policy_dict
 from kql_reference import kql_indexof, kql_substring, reference_policy

@@ -35,11 +35,11 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from fwpolicy.audit import AUDIT_TABLE
 from fwpolicy.config import PolicyConfig, RunSpec
-from fwpolicy.generate import generate_events, write_lake
-from fwpolicy.pipeline import POLICY_TABLE, run
-from fwpolicy.sink import OWNER, OWNER_PROPERTY, prepare_table, table_properties, with_commit_retries
+from fwpolicy.io.sink import OWNER, OWNER_PROPERTY, prepare_table, table_properties, with_commit_retries
+from fwpolicy.tasks.audit import AUDIT_TABLE
+from fwpolicy.tasks.generate import generate_events, write_lake
+from fwpolicy.tasks.run import POLICY_TABLE, run
 
 pytestmark = pytest.mark.slow
 
@@ -283,6 +283,37 @@ def test_racing_creations_of_one_table_both_go_on(spark, tmp_path):
     assert table_properties(spark, path)[OWNER_PROPERTY] == OWNER
 
 
+def test_racing_first_writes_of_one_table_both_land(spark, tmp_path):
+    """Two windows written at once to a table that does not exist yet: each tries to create it
+    with its rows (CREATE TABLE AS SELECT); the one whose creation loses writes into the table
+    the other made."""
+    import threading
+
+    from fwpolicy.io.sink import replace_partition
+
+    path = str(tmp_path / "t")
+    ends = (W1[1], W2[1])
+    barrier, errors = threading.Barrier(2), []
+
+    def write(end: dt.date) -> None:
+        df = spark.range(3).withColumn("window_end", F.lit(end))
+        barrier.wait()
+        try:
+            replace_partition(df, path, end, exists=False)  # as check_outputs found it
+        except Exception as e:  # collected: an assert in a thread would be lost
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(end,)) for end in ends]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors
+    counts = spark.read.format("delta").load(path).groupBy("window_end").count().collect()
+    assert sorted((r[0], r[1]) for r in counts) == [(ends[0], 3), (ends[1], 3)]
+    assert table_properties(spark, path)[OWNER_PROPERTY] == OWNER
+
+
 def test_a_table_created_by_another_process_is_seen(spark, tmp_path):
     """The session's cached Delta log of a path must not hide a table another process created
     after this session looked (the copy below stands for that other process's commit)."""
@@ -290,7 +321,7 @@ def test_a_table_created_by_another_process_is_seen(spark, tmp_path):
 
     from delta.tables import DeltaTable
 
-    from fwpolicy.sink import ensure_owned
+    from fwpolicy.io.sink import ensure_owned
 
     made, later = tmp_path / "made", tmp_path / "later"
     prepare_table(spark, str(made), spark.range(1).schema)

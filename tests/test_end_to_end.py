@@ -11,12 +11,11 @@ import datetime as dt
 import pytest
 from pyspark.sql import functions as F
 
-from fwpolicy.classify import connections
 from fwpolicy.cli import main
 from fwpolicy.config import PolicyConfig
-from fwpolicy.generate import generate_events, write_lake
-from fwpolicy.pipeline import persisted, policy_from_connections
-from fwpolicy.source import REQUIRED_COLUMNS, read_window
+from fwpolicy.io.source import REQUIRED_COLUMNS, read_window
+from fwpolicy.query.seed import seed_query
+from fwpolicy.tasks.generate import generate_events, write_lake
 from plans import scan_nodes
 
 from helpers import policy_dict
@@ -107,10 +106,22 @@ def test_rerun_leaves_the_table_unchanged_and_other_windows_alone(spark, lake, t
 def test_one_scan_of_the_source_and_partitions_pruned(spark, lake):
     cfg = PolicyConfig()
     events = read_window(spark, str(lake / "parquet"), "parquet", W_START, W_END, cfg.partition_columns)
-    with persisted(connections(events, cfg)) as conns:
-        policy = policy_from_connections(conns, cfg, W_START, W_END)
+    # Every step of the query kept, as a run keeps them, but cached rather than checkpointed
+    # so that the executed plan still shows the scans under the cached steps.
+    kept: list = []
+
+    def keep(df):
+        kept.append(df.persist())
+        return df
+
+    query = seed_query(events, cfg, (W_START, W_END), keep=keep)
+    try:
+        policy = query.policy()
         policy.collect()
         scans = scan_nodes(policy)
+    finally:
+        for df in kept:
+            df.unpersist()
     assert len(scans) == 1
     # The window's two days, plus the one-day margin on each side: 4 of the 6 partitions.
     assert len(scans[0].selectedPartitions()) == 4

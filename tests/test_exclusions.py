@@ -16,11 +16,18 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from fwpolicy.classify import DEVICE, INBOUND_DETAIL, PATH, connections, match_server_keys
 from fwpolicy.config import ConfigError, PolicyConfig
-from fwpolicy.exclusions import SCENARIOS, excluded_connections, load_rules
-from fwpolicy.pipeline import policy_from_connections
-from fwpolicy.summarize import POLICY_COLUMNS
+from fwpolicy.query.seed import (
+    DEVICE,
+    INBOUND_DETAIL,
+    PATH,
+    POLICY_COLUMNS,
+    connection_table,
+    from_connections,
+    matched_rows,
+    where_clauses,
+)
+from fwpolicy.review.exclusions import SCENARIOS, load_rules
 
 from helpers import DAY, EVENT_FIELDS, NEXT_DAY, event
 
@@ -280,7 +287,7 @@ def test_rule_needing_a_missing_column_never_matches(results):
 def test_missing_column_is_warned_once(spark, caplog):
     rs = load_rules(SHIPPED)
     cols = COLUMNS - {"RemoteUrl"}
-    with caplog.at_level(logging.WARNING, logger="fwpolicy.exclusions"):
+    with caplog.at_level(logging.WARNING, logger="fwpolicy.review.exclusions"):
         rs.tags_expr(cols)
         rs.tags_expr(cols)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -488,12 +495,15 @@ def test_end_to_end_tagged_kept_excluded_accounted_for(spark, tmp_path):
     cfg = PolicyConfig()
     events = e2e_events(spark)
     excluded, tags = rs.expressions(events.columns)
-    conns = connections(events, cfg, excluded=excluded, tags=tags)
-    policy = policy_from_connections(conns, cfg, DAY, NEXT_DAY)
-    excl = excluded_connections(match_server_keys(conns, cfg), cfg, DAY, NEXT_DAY)
+    window = (DAY, NEXT_DAY)
+    query = from_connections(
+        connection_table(where_clauses(events, cfg, excluded, tags), window), cfg, window
+    )
+    policy = query.policy()
+    excl = query.excluded()
     assert excl.columns[:3] == ["Rule", "Directionality", "AliasPath"] and "Excluded" not in excl.columns
     without_rules = (
-        match_server_keys(connections(events, cfg), cfg)
+        matched_rows(connection_table(where_clauses(events, cfg), window), cfg)
         .where(F.col("Facet").isin(DEVICE, INBOUND_DETAIL))  # each event is counted once in these
         .groupBy("Directionality", F.col(PATH).alias("AliasPath"))
         .agg(F.sum("Connections").alias("ConnectionCount"))

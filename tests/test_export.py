@@ -21,7 +21,8 @@ from pyspark.sql import types as T
 
 from fwpolicy.cli import main
 from fwpolicy.config import ConfigError
-from fwpolicy.export import (
+from fwpolicy.query.seed import POLICY_COLUMNS
+from fwpolicy.review.export import (
     NOT_WINDOWS,
     PS_SINGLE_QUOTES,
     ExportOptions,
@@ -38,7 +39,6 @@ from fwpolicy.export import (
     render,
     render_powershell,
 )
-from fwpolicy.summarize import POLICY_COLUMNS
 
 GOLDEN = Path(__file__).parent / "golden" / "export"
 START, END = dt.date(2026, 8, 1), dt.date(2026, 8, 8)

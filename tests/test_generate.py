@@ -10,8 +10,8 @@ import pytest
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fwpolicy import generate
-from fwpolicy.generate import EVENT_SCHEMA, generate_events, write_lake
+from fwpolicy.tasks import generate
+from fwpolicy.tasks.generate import EVENT_SCHEMA, generate_events, write_lake
 
 START = dt.date(2026, 8, 1)
 ACTION_TYPES = {

@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
-from fwpolicy.aliasing import alias_expr
+from fwpolicy.query.aliasing import alias_expr
 
 from kql_reference import kql_alias
 

@@ -14,10 +14,16 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-import fwpolicy.hunting as hunting
-from fwpolicy.classify import connections, match_server_keys
+import fwpolicy.review.hunting as hunting
 from fwpolicy.config import ConfigError, PolicyConfig
-from fwpolicy.hunting import HUNTING_COLUMNS, HuntingSettings, is_public_ip, path_rules, unusual_programs
+from fwpolicy.query.seed import SeedQuery, connection_table, from_connections, where_clauses
+from fwpolicy.review.hunting import (
+    HUNTING_COLUMNS,
+    HuntingSettings,
+    is_public_ip,
+    path_rules,
+    unusual_programs,
+)
 
 from helpers import event, events_df
 
@@ -304,18 +310,23 @@ def first_path(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def matched(spark):
+    """The query over ``[start, END)`` for any ``start``, from one reduced table."""
     events = events_df(spark, [e for rows in PROGRAMS.values() for e in rows])
     cfg = PolicyConfig()
-    # One job computes the matched rows; each settings variant then starts from them.
-    return match_server_keys(connections(events, cfg), cfg).localCheckpoint(), cfg
+    # One job computes the reduced table; each settings variant then starts from it.
+    conns = connection_table(where_clauses(events, cfg)).localCheckpoint()
+
+    def query(start: dt.date) -> SeedQuery:
+        return from_connections(conns, cfg, (start, END))
+
+    return query
 
 
 @pytest.fixture(scope="module")
 def tables(matched):
     """variant -> {program name: row}, every variant from one collect."""
-    m, cfg = matched
     frames = [
-        unusual_programs(m, cfg, start, END, settings).withColumn("variant", F.lit(name))
+        unusual_programs(matched(start), settings).withColumn("variant", F.lit(name))
         for name, (start, settings) in VARIANTS.items()
     ]
     union = frames[0]
@@ -446,8 +457,7 @@ def test_evidence_columns(tables):
 
 
 def test_schema(matched):
-    m, cfg = matched
-    schema = unusual_programs(m, cfg, START, END).schema
+    schema = unusual_programs(matched(START)).schema
     assert tuple(schema.names) == HUNTING_COLUMNS
     types = {f.name: f.dataType for f in schema.fields}
     assert types["Score"] == T.IntegerType()
@@ -462,9 +472,8 @@ def test_schema(matched):
 
 
 def test_empty_window_refused(matched):
-    m, cfg = matched
     with pytest.raises(ConfigError):
-        unusual_programs(m, cfg, END, END)
+        unusual_programs(matched(END))
 
 
 # --------------------------------------------------------------------------- settings and docs

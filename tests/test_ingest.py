@@ -18,8 +18,8 @@ from pyspark.sql import functions as F
 
 from fwpolicy.cli import main
 from fwpolicy.config import ConfigError
-from fwpolicy.ingest import BRONZE_SCHEMA, IngestResult, classify_records, ingest
-from fwpolicy.source import REQUIRED_COLUMNS, SourceError
+from fwpolicy.io.ingest import BRONZE_SCHEMA, IngestResult, classify_records, ingest
+from fwpolicy.io.source import REQUIRED_COLUMNS, SourceError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
 TENANT = "11111111-2222-3333-4444-555555555555"

@@ -11,8 +11,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from fwpolicy.config import PolicyConfig
-from fwpolicy.kql import kql_contains, kql_indexof, kql_startswith, kql_string, kql_substring
-from fwpolicy.pipeline import build_policy
+from fwpolicy.query.kql import kql_contains, kql_indexof, kql_startswith, kql_string, kql_substring
+from fwpolicy.query.seed import firewall_policy
 
 from helpers import DAY, NEXT_DAY, event, events_df, policy_dict
 from kql_reference import kql_indexof as ref_indexof
@@ -164,7 +164,7 @@ ALL_ROWS = [r for rows in TRAPS.values() for r in rows]
 
 @pytest.fixture(scope="module")
 def trap_policy(spark):
-    return policy_dict(build_policy(events_df(spark, ALL_ROWS), PolicyConfig(), DAY, NEXT_DAY))
+    return policy_dict(firewall_policy(events_df(spark, ALL_ROWS), PolicyConfig(), DAY, NEXT_DAY))
 
 
 def test_traps_agree_with_the_reference(trap_policy):
@@ -231,7 +231,7 @@ def test_listener_and_accept_are_inbound_rows_but_unkeyed_ports_are_not(trap_pol
 
 
 def test_outputs_have_the_contract_types(spark):
-    df = build_policy(events_df(spark, [event()]), PolicyConfig(), DAY, NEXT_DAY)
+    df = firewall_policy(events_df(spark, [event()]), PolicyConfig(), DAY, NEXT_DAY)
     types = {f.name: f.dataType for f in df.schema.fields}
     assert types["ConnectionCount"] == T.LongType()
     assert types["DistinctMachines"] == T.LongType()

@@ -1,9 +1,10 @@
-"""Nightly incremental mode: daily partials rolled up equal a full run of the same window.
+"""Nightly incremental mode: stored blocks of days rolled up equal a full run of the same window.
 
 One small simulated fleet (12 devices x 6 days, 10 events per device-day) is generated once per
 module, with a seventh day kept aside as a pool of "late" events. Days are ``D0`` .. ``D5``.
-The first night (window [D0, D3], 2 refresh days) also runs once per module; tests that run
-further nights start from a copy of its output root.
+The first night (window [D0, D3], 2 refresh days: one-day blocks only) also runs once per
+module; tests that run further nights start from a copy of its output root. A 20-day window
+holds two aligned 8-day blocks, so one test rolls those up.
 
 "Equal" is exact: every column of every row of the window's partition of ``firewall_policy``
 (arrays included, in their written order), ``unusual_programs`` and ``excluded_connections``.
@@ -20,25 +21,34 @@ import pytest
 from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 
-from fwpolicy.audit import AUDIT_TABLE
-from fwpolicy.classify import DEVICE, INBOUND_DETAIL
 from fwpolicy.config import ConfigError, PolicyConfig, RunSpec
-from fwpolicy.generate import generate_events, write_lake
-from fwpolicy.hunting import HUNTING_TABLE
-from fwpolicy.nightly import (
+from fwpolicy.io.sink import table_path
+from fwpolicy.query.seed import DEVICE, INBOUND_DETAIL
+from fwpolicy.review.hunting import HUNTING_TABLE
+from fwpolicy.tasks.audit import AUDIT_TABLE
+from fwpolicy.tasks.generate import generate_events, write_lake
+from fwpolicy.tasks.nightly import (
+    BLOCK_BITS,
+    BLOCK_DAYS,
+    BLOCK_START,
     DAY_COLUMN,
     DIGEST_COLUMN,
-    PARTIALS_TABLE,
+    EPOCH,
+    LENGTHS,
+    STATE_TABLE,
     NightlyResult,
     NightlySpec,
+    blocks_of,
+    blocks_predicate,
+    children,
     days_predicate,
     format_days,
     partials_digest,
+    plan_blocks,
     read_days,
     run_nightly,
 )
-from fwpolicy.pipeline import EXCLUDED_TABLE, POLICY_TABLE, run
-from fwpolicy.sink import table_path
+from fwpolicy.tasks.run import EXCLUDED_TABLE, POLICY_TABLE, run
 from plans import scan_nodes
 
 D0 = dt.date(2026, 8, 1)
@@ -160,20 +170,22 @@ def full_run(spark: SparkSession, spec: NightlySpec, output: str) -> dict[str, l
 
 
 def normalized(row: dict[str, Any]) -> dict[str, Any]:
-    """Row dict with unordered sets (collect_set order) sorted, for the partials table."""
+    """Row dict with unordered sets (collect_set order) sorted, for the state table."""
     return {k: sorted(v) if isinstance(v, list) else v for k, v in row.items()}
 
 
-def partial_rows(spark: SparkSession, output: str) -> list[dict[str, Any]]:
-    table = spark.read.format("delta").load(table_path(output, PARTIALS_TABLE))
+def state_rows(spark: SparkSession, output: str) -> list[dict[str, Any]]:
+    """Every row of the state table (blocks of every length)."""
+    table = spark.read.format("delta").load(table_path(output, STATE_TABLE))
     return sorted((normalized(r.asDict(recursive=True)) for r in table.collect()), key=repr)
 
 
 def stored_connections(spark: SparkSession, output: str, d: dt.date) -> int:
-    """Events a stored day of the partials accounts for (kept and removed rows alike)."""
-    table = spark.read.format("delta").load(table_path(output, PARTIALS_TABLE))
+    """Events the stored one-day block of day ``d`` accounts for (kept and removed rows alike)."""
+    table = spark.read.format("delta").load(table_path(output, STATE_TABLE))
+    one_day = (F.col(BLOCK_DAYS) == F.lit(1)) & (F.col(BLOCK_START) == F.lit(d))
     # Each event is counted once in DEVICE or INBOUND_DETAIL (and again in other facets).
-    rows = table.where((F.col(DAY_COLUMN) == F.lit(d)) & F.col("Facet").isin(DEVICE, INBOUND_DETAIL))
+    rows = table.where(one_day & F.col("Facet").isin(DEVICE, INBOUND_DETAIL))
     return rows.agg(F.sum("Connections")).first()[0]
 
 
@@ -205,6 +217,7 @@ def test_first_night_equals_full_run_next_night_computes_new_and_refresh_days(sp
     assert first_tables == full_run(spark, first, str(tmp_path / "full1"))
     assert {r["window_start"] for r in first_tables[POLICY_TABLE]} == {day(0)}
     assert "days computed:  4 (2026-08-01..2026-08-04)" in result.describe()
+    assert (result.blocks_built, result.blocks_rolled_up) == ({}, 4)  # four one-day blocks
     audit = audit_row(spark, first.output, result.run_id)
     assert (audit["command"], audit["status"]) == ("nightly", "succeeded")
     assert (audit["window_start"], audit["window_end"]) == (day(0), day(4))
@@ -219,16 +232,18 @@ def test_first_night_equals_full_run_next_night_computes_new_and_refresh_days(sp
     assert result.days_reused == days(1, 2)
     tables = window_tables(spark, out, day(5))
     assert tables == full_run(spark, second, str(tmp_path / "full2"))
-    partials = partial_rows(spark, out)
-    assert {r[DAY_COLUMN] for r in partials} == set(days(0, 4))  # D0 stays, outside the window
-    assert {r[DIGEST_COLUMN] for r in partials} == {partials_digest(PolicyConfig())}
+    state = state_rows(spark, out)
+    assert {r[BLOCK_DAYS] for r in state} == {1}  # a 4-day window holds no aligned 8-day block
+    assert {r[BLOCK_START] for r in state} == set(days(0, 4))  # D0 stays, outside the window
+    assert {r[BLOCK_BITS] for r in state} == {1} and {r[DAY_COLUMN] for r in state} == {None}
+    assert {r[DIGEST_COLUMN] for r in state} == {partials_digest(PolicyConfig())}
     assert audit_row(spark, out, result.run_id)["rows_read"] == 2 * PER_DAY  # D3 and D4 only
 
     # The same night again: the same days recomputed, the same tables (idempotent).
     again = run_nightly(second, spark)
     assert again.days_computed == days(3, 4)
     assert window_tables(spark, out, day(5)) == tables
-    assert partial_rows(spark, out) == partials
+    assert state_rows(spark, out) == state
     assert again.policy_rows_written == len(tables[POLICY_TABLE])
     # Each night replaced only its own window_end partition.
     assert window_tables(spark, out, day(4)) == first_tables
@@ -286,16 +301,51 @@ def test_changed_config_recomputes_every_day(spark, first_night, tmp_path):
     result = run_nightly(changed, spark)
     assert result.days_computed == days(0, 3)
     assert result.days_reused == []
-    # (No full run here, to keep the file fast: the rules reach the partials through the same
-    # connections() call as run's; the tests above show partials roll up to run's tables.)
+    # (No full run here, to keep the file fast: the rules reach the blocks through the same
+    # seed.where_clauses call as run's; the tests above show blocks roll up to run's tables.)
     tables = window_tables(spark, out, day(4))
     policy = tables[POLICY_TABLE]
     assert any(r["Directionality"] == "Inbound" and r["RemoteIPs"] != [""] for r in policy)
     assert {r["Rule"] for r in tables[EXCLUDED_TABLE]} == {"browser"}
     assert not any("chrome" in r["AliasPath"] for r in policy)
     assert any(r["Tags"] == ["sync"] for r in policy)
-    stored = spark.read.format("delta").load(table_path(out, PARTIALS_TABLE)).select(DIGEST_COLUMN)
+    stored = spark.read.format("delta").load(table_path(out, STATE_TABLE)).select(DIGEST_COLUMN)
     assert {r[0] for r in stored.distinct().collect()} == {partials_digest(cfg)}
+
+
+def test_long_window_rolls_up_eight_day_blocks_as_a_full_run(spark, lake, tmp_path):
+    """A 20-day window ending on D5 is four single days and two aligned 8-day blocks; the lake's
+    days D0..D5 all fall in the second block. Rolled up, the blocks equal a full run, whether the
+    8-day blocks were built tonight or stored by an earlier night."""
+    out = str(tmp_path / "out")
+    spec = nightly(lake["lake"], out, day(5), window_days=20)
+    eight = (day(-2), 8)  # 2026-07-30 .. 2026-08-06: D0 is its third day
+    window = blocks_of(spec.window_start, spec.window_end)
+    assert window == [(day(i), 1) for i in range(-14, -10)] + [(day(-10), 8), eight]
+    result = run_nightly(spec, spark)
+    assert result.days_computed == spec.window() and result.days_reused == []
+    assert (result.blocks_built, result.blocks_rolled_up) == ({8: 2}, 6)
+    tables = window_tables(spark, out, spec.window_end)
+    assert total(tables[POLICY_TABLE]) > 0
+    assert tables == full_run(spark, spec, str(tmp_path / "full"))
+
+    # The stored 8-day block: its days are bits 2..7 (D0..D5), and it counts every event once.
+    state = spark.read.format("delta").load(table_path(out, STATE_TABLE))
+    block = state.where((F.col(BLOCK_DAYS) == 8) & (F.col(BLOCK_START) == F.lit(eight[0])))
+    bits, events = block.agg(
+        F.bit_or(BLOCK_BITS),
+        F.sum(F.when(F.col("Facet").isin(DEVICE, INBOUND_DETAIL), F.col("Connections"))),
+    ).first()
+    assert (bits, events) == (0b11111100, DAYS * PER_DAY)
+
+    # Another night with nothing to refresh reads the stored 8-day block instead of its days.
+    again = nightly(lake["lake"], out, day(5), window_days=20, refresh_days=0)
+    result = run_nightly(again, spark)
+    assert set(days(-2, 5)) <= set(result.days_reused)
+    assert not set(days(-2, 5)) & set(result.days_computed)
+    # Only the first 8-day block is built again: it holds no event, so no row of it is stored.
+    assert result.blocks_built == {8: 1}
+    assert window_tables(spark, out, spec.window_end) == tables
 
 
 def test_read_days_reads_only_the_partitions_of_the_days(spark, lake):
@@ -380,6 +430,107 @@ def test_digest_covers_only_settings_that_change_the_connection_table(tmp_path):
     assert partials_digest(PolicyConfig(exclusions=str(copy))) == with_rules
     rules.write_text("rules:\n  - {name: x, action: exclude, match: {file_name: [y.exe]}}\n")
     assert partials_digest(PolicyConfig(exclusions=str(rules))) != with_rules
+
+
+def test_blocks_of_covers_the_window_with_aligned_blocks():
+    for offset in range(0, 140, 3):
+        start = EPOCH + dt.timedelta(days=64 * 320 + offset)
+        for n in (1, 2, 7, 8, 9, 20, 63, 64, 65, 90, 200):
+            end = start + dt.timedelta(days=n)
+            blocks = blocks_of(start, end)
+            covered = [b + dt.timedelta(days=i) for b, length in blocks for i in range(length)]
+            # Every day of the window exactly once, in order.
+            assert covered == [start + dt.timedelta(days=i) for i in range(n)], (start, n)
+            for b, length in blocks:
+                assert length in LENGTHS and (b - EPOCH).days % length == 0, (start, n, b, length)
+                # Fewest: no block's aligned parent (8 of them) fits in the window.
+                if length < max(LENGTHS):
+                    parent = EPOCH + dt.timedelta(days=(b - EPOCH).days // (8 * length) * 8 * length)
+                    assert not (start <= parent and parent + dt.timedelta(days=8 * length) <= end)
+            assert sum(1 for _, length in blocks if length > 1) <= n // 64 + 14
+            assert sum(1 for _, length in blocks if length == 1) <= 14
+    start = EPOCH + dt.timedelta(days=64 * 320 - 2)
+    assert blocks_of(start, start + dt.timedelta(days=75)) == [
+        (start, 1),
+        (start + dt.timedelta(days=1), 1),
+        (start + dt.timedelta(days=2), 64),
+        (start + dt.timedelta(days=66), 8),
+        (start + dt.timedelta(days=74), 1),
+    ]
+    assert blocks_of(start, start) == []
+
+
+def test_children_are_eight_blocks_one_length_down():
+    b = EPOCH + dt.timedelta(days=64 * 320)
+    assert children((b, 64)) == [(b + dt.timedelta(days=8 * i), 8) for i in range(8)]
+    assert children((b, 8)) == [(b + dt.timedelta(days=i), 1) for i in range(8)]
+
+
+def one_days(block) -> list[dt.date]:
+    start, length = block
+    return [start + dt.timedelta(days=i) for i in range(length)]
+
+
+def test_plan_blocks_rebuilds_a_stored_block_holding_a_refresh_day():
+    b = EPOCH + dt.timedelta(days=64 * 320)
+    window = blocks_of(b - dt.timedelta(days=2), b + dt.timedelta(days=24))  # 2 days, three 8-day blocks
+    assert [n for _, n in window] == [1, 1, 8, 8, 8]
+    middle = window[3]
+    refresh = middle[0] + dt.timedelta(days=3)
+    stored = set(window) | {c for block in window if block[1] == 8 for c in children(block)}
+    plan = plan_blocks(window, stored, {refresh})
+    assert plan.days == [refresh]  # its other days are stored and usable
+    assert plan.builds == {8: [middle]}
+    assert plan.reused == [w for w in window if w != middle]
+
+    # In a 64-day block: the 8-day block holding the day is rebuilt, then the 64-day block.
+    window = blocks_of(b, b + dt.timedelta(days=64))
+    assert window == [(b, 64)]
+    eights = children((b, 64))
+    stored = {(b, 64), *eights, *(c for e in eights for c in children(e))}
+    refresh = b + dt.timedelta(days=20)  # in the third 8-day block
+    plan = plan_blocks(window, stored, {refresh})
+    assert (plan.days, plan.builds, plan.reused) == ([refresh], {8: [eights[2]], 64: [(b, 64)]}, [])
+
+    # Nothing to refresh: every stored block is read as it is.
+    plan = plan_blocks(window, stored, set())
+    assert (plan.days, plan.builds, plan.reused) == ([], {}, [(b, 64)])
+
+
+def test_plan_blocks_builds_a_missing_block_from_its_children():
+    b = EPOCH + dt.timedelta(days=64 * 320)
+    window = blocks_of(b - dt.timedelta(days=2), b + dt.timedelta(days=24))
+    middle = window[3]
+    # The 8-day block is missing but its days are stored: built from them, nothing read.
+    stored = (set(window) - {middle}) | set(children(middle))
+    plan = plan_blocks(window, stored, set())
+    assert (plan.days, plan.builds) == ([], {8: [middle]})
+    assert plan.reused == [w for w in window if w != middle]
+    # Its days are missing too: they are computed first, then the block is built from them.
+    plan = plan_blocks(window, set(window) - {middle}, set())
+    assert (plan.days, plan.builds) == (one_days(middle), {8: [middle]})
+    # Nothing stored: every day is computed and every longer block built.
+    plan = plan_blocks(window, set(), set())
+    assert plan.days == [d for block in window for d in one_days(block)]
+    assert plan.builds == {8: [w for w in window if w[1] == 8]} and plan.reused == []
+    # A missing 64-day block with some 8-day children stored: only the others are made.
+    eights = children((b, 64))
+    stored = set(eights[:7]) | set(children(eights[7]))
+    plan = plan_blocks([(b, 64)], stored, set())
+    assert (plan.days, plan.builds) == ([], {8: [eights[7]], 64: [(b, 64)]})
+
+
+def test_blocks_predicate():
+    assert blocks_predicate([(day(2), 1), (day(-2), 8), (day(0), 1)]) == (
+        "(BlockDays = 1 AND BlockStart IN (DATE'2026-08-01', DATE'2026-08-03')) OR "
+        "(BlockDays = 8 AND BlockStart IN (DATE'2026-07-30'))"
+    )
+    with pytest.raises(ValueError):
+        blocks_predicate([])
+    with pytest.raises(ValueError):
+        blocks_predicate([(day(0), 3)])
+    with pytest.raises(ValueError):
+        blocks_predicate([(dt.datetime(2026, 8, 1), 1)])
 
 
 def test_days_predicate():

@@ -17,9 +17,9 @@ import pytest
 import yaml
 from pyspark.sql import functions as F
 
-from fwpolicy.aliasing import kql_alias
 from fwpolicy.config import ConfigError, PolicyConfig
-from fwpolicy.normalized import (
+from fwpolicy.query.aliasing import kql_alias
+from fwpolicy.query.normalized import (
     AliasRule,
     AliasRulesError,
     compile_aliases,
@@ -33,7 +33,7 @@ from fwpolicy.normalized import (
     portability_problem,
     rules_path,
 )
-from fwpolicy.pipeline import build_policy
+from fwpolicy.query.seed import firewall_policy
 
 from helpers import DAY, NEXT_DAY, event, events_df, policy_dict
 
@@ -391,7 +391,7 @@ def test_linux_client_ports_count_as_outbound_only_under_normalized(spark, spark
     # third of this test's time); the results do not depend on it.
     spark_conf("spark.sql.codegen.wholeStage", "false")
     policy = policy_dict(
-        build_policy(events_df(spark, PIPELINE_ROWS), PolicyConfig(profile=profile), DAY, NEXT_DAY)
+        firewall_policy(events_df(spark, PIPELINE_ROWS), PolicyConfig(profile=profile), DAY, NEXT_DAY)
     )
     assert {key: row["Ports"] for key, row in policy.items()} == expected
 

@@ -5,7 +5,7 @@ its contents are checked, then ``jobs/firewall_policy.py`` runs under ``spark-su
 --py-files <wheel>`` with a Python interpreter that has the dependencies (pyspark, delta-spark,
 PyYAML) but not fwpolicy, from a working directory outside the repository and with no
 ``PYTHONPATH``: the job can only import fwpolicy from the wheel, as on a cluster. Its output
-must equal what ``build_policy`` gives in-process.
+must equal what ``seed.firewall_policy`` gives in-process.
 
 The helpers below are shared with ``test_standalone_cluster.py``.
 """
@@ -28,9 +28,10 @@ from typing import Any
 import pytest
 
 from fwpolicy.config import PolicyConfig
-from fwpolicy.pipeline import POLICY_TABLE, build_policy
-from fwpolicy.session import local_delta_jars
-from fwpolicy.source import window_filter
+from fwpolicy.io.session import local_delta_jars
+from fwpolicy.io.source import window_filter
+from fwpolicy.query.seed import firewall_policy
+from fwpolicy.tasks.run import POLICY_TABLE
 
 from helpers import DAY, NEXT_DAY, NOON, event, events_df
 
@@ -110,7 +111,7 @@ def spark_home() -> Path:
 def delta_jars() -> list[str]:
     jars = local_delta_jars()
     if len(jars) < 2:
-        pytest.skip("Delta jars are not cached; run `make setup` (python -m fwpolicy.session)")
+        pytest.skip("Delta jars are not cached; run `make setup` (python -m fwpolicy.io.session)")
     return jars
 
 
@@ -226,7 +227,7 @@ def policy_table(spark, output: Path, columns: list[str]) -> list[dict[str, Any]
 
 def expected_policy(spark) -> tuple[list[str], list[dict[str, Any]]]:
     events = window_filter(events_df(spark, TINY_ROWS), START, END)  # as read_window does
-    df = build_policy(events, PolicyConfig(), START, END)
+    df = firewall_policy(events, PolicyConfig(), START, END)
     return df.columns, canonical(df.collect())
 
 
@@ -265,7 +266,9 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_wheel_holds_the_package_and_its_dependencies(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    modules = {f"fwpolicy/{p.name}" for p in (REPO / "lib" / "fwpolicy").glob("*.py")}
+    package = REPO / "lib" / "fwpolicy"
+    modules = {f"fwpolicy/{p.relative_to(package).as_posix()}" for p in package.rglob("*.py")}
+    assert "fwpolicy/query/seed.py" in modules  # the subpackages are counted too
     assert modules <= names, f"missing from the wheel: {sorted(modules - names)}"
     assert "fwpolicy/py.typed" in names
     # pure Python, importable from the zip as it is: nothing outside the package but metadata

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fwpolicy.config import PolicyConfig
-from fwpolicy.pipeline import build_policy
+from fwpolicy.query.seed import firewall_policy
 
 from helpers import DAY, NEXT_DAY, events_df, policy_dict
 from kql_reference import reference_policy
@@ -72,7 +72,7 @@ event_strategy = st.fixed_dictionaries(
 )
 def test_job_equals_reference(spark, rows, ephemeral, inbound_ips, cap):
     cfg = PolicyConfig(ephemeral_start=ephemeral, include_inbound_remote_ips=inbound_ips, set_cap=cap)
-    got = policy_dict(build_policy(events_df(spark, rows), cfg, DAY, NEXT_DAY))
+    got = policy_dict(firewall_policy(events_df(spark, rows), cfg, DAY, NEXT_DAY))
     assert got == reference_policy(
         rows, ephemeral_start=ephemeral, include_inbound_remote_ips=inbound_ips, cap=cap
     )

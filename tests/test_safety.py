@@ -16,11 +16,11 @@ import os
 import pytest
 from pyspark.sql import functions as F
 
-from fwpolicy.audit import AUDIT_TABLE
 from fwpolicy.cli import main
 from fwpolicy.config import ConfigError, PolicyConfig, RunSpec
-from fwpolicy.pipeline import POLICY_TABLE, check_paths
-from fwpolicy.sink import OWNER, OWNER_PROPERTY, create_owned, ensure_owned, mark_owned, table_properties
+from fwpolicy.io.sink import OWNER, OWNER_PROPERTY, create_owned, ensure_owned, mark_owned, table_properties
+from fwpolicy.tasks.audit import AUDIT_TABLE
+from fwpolicy.tasks.run import POLICY_TABLE, check_paths
 
 from helpers import DAY, NEXT_DAY, event, events_df, server
 
@@ -170,11 +170,18 @@ def test_a_relative_output_path_is_created_not_mistaken_for_a_table_name(spark, 
     # Delta takes a relative location for a table name; the demo writes to data/demo-out/...
     # Relative to the working directory the JVM started in (the same as this process's).
     relative = os.path.relpath(tmp_path / "out" / "table")
-    with caplog.at_level(logging.INFO, logger="fwpolicy.sink"):
+    with caplog.at_level(logging.INFO, logger="fwpolicy.io.sink"):
         create_owned(spark, relative, spark.range(1).schema)
     assert ensure_owned(spark, relative) is True
     assert (tmp_path / "out" / "table" / "_delta_log").is_dir()
     assert f"created {relative}" in caplog.text and "concurrent" not in caplog.text
+    # Adopting a foreign table by a relative path marks that table, not a table name.
+    foreign = os.path.relpath(tmp_path / "out" / "foreign")
+    spark.range(1).write.format("delta").save(foreign)
+    with pytest.raises(ConfigError, match=REFUSED):
+        ensure_owned(spark, foreign)
+    mark_owned(spark, foreign)
+    assert ensure_owned(spark, foreign) is True
 
 
 # ------------------------------------------------------------------------------- logs

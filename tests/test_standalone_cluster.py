@@ -6,7 +6,7 @@ work directories under the test's temporary directory. ``jobs/firewall_policy.py
 to them in client mode; the driver must use the session spark-submit configured (the cluster),
 and the ``firewall_policy`` table it writes must equal the one ``pipeline.run`` writes from the
 same input with the suite's local session. Every wait is bounded and the daemons' process groups
-are always killed. ``make cluster-test`` runs this file.
+are always killed. ``make slow-test`` runs this file with the rest of the slow tier.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from fwpolicy.config import PolicyConfig, RunSpec
-from fwpolicy.pipeline import POLICY_TABLE, run
+from fwpolicy.tasks.run import POLICY_TABLE, run
 from test_package import (
     END,
     FAST_JVM,

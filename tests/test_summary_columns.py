@@ -1,8 +1,9 @@
 """The evidence columns beyond the KQL query, against values computed here from the events.
 
-Days are kept as bit words of 64 days (``classify.day_bits``), so the window spans more than one
-word and events sit on both sides of the boundary. Both shapes of the connection table are
-checked: a run's (days as words) and the nightly's daily partials rolled up.
+Days are kept as bit words of 64 days (``seed.day_bits``), so the window spans more than one
+word and events sit on both sides of the boundary. Every shape of the reduced table is checked:
+a run's (days as words), daily partials rolled up, and the nightly's blocks of 1, 8 and 64 days
+rolled up (the window's 64-day block starts 6 days in, so its word straddles the boundary).
 """
 
 from __future__ import annotations
@@ -14,9 +15,23 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from fwpolicy.classify import connections, roll_up_days
 from fwpolicy.config import PolicyConfig
-from fwpolicy.pipeline import build_policy, policy_from_connections
+from fwpolicy.query.seed import (
+    connection_table,
+    firewall_policy,
+    from_connections,
+    roll_up_days,
+    where_clauses,
+)
+from fwpolicy.tasks.nightly import (
+    BLOCK_DAYS,
+    BLOCK_START,
+    DAY_COLUMN,
+    blocks_of,
+    build_blocks,
+    day_blocks,
+    roll_up,
+)
 
 from helpers import EVENT_FIELDS, event
 
@@ -98,12 +113,28 @@ def events(spark):
 
 
 def test_run_shape_matches_the_events(events):
-    assert by_path(build_policy(events, PolicyConfig(), START, END)) == expected()
+    assert by_path(firewall_policy(events, PolicyConfig(), START, END)) == expected()
 
 
 def test_daily_partials_rolled_up_match_the_events(events):
     cfg = PolicyConfig()
-    daily = connections(events, cfg)  # EventDate in every row, as the nightly stores it
-    assert by_path(policy_from_connections(daily, cfg, START, END)) == expected()
-    rolled = roll_up_days(daily, START, END)  # what the nightly's roll-up reads
-    assert by_path(policy_from_connections(rolled, cfg, START, END)) == expected()
+    daily = connection_table(where_clauses(events, cfg))  # EventDate in every row
+    rolled = roll_up_days(daily, START, END)
+    assert by_path(from_connections(rolled, cfg, (START, END)).policy()) == expected()
+
+
+def test_nightly_blocks_rolled_up_match_the_events(spark, events):
+    cfg = PolicyConfig()
+    daily = connection_table(where_clauses(events, cfg))
+    ones = day_blocks(daily.where(F.col(DAY_COLUMN).isNotNull()), "digest")  # as the nightly stores days
+    eights = build_blocks(ones, 8, "digest")
+    sixty_fours = build_blocks(eights, 64, "digest")
+    window = blocks_of(START, END)
+    assert {n for _, n in window} == {1, 8, 64}
+    wanted = spark.createDataFrame(window, f"{BLOCK_START} date, {BLOCK_DAYS} int")
+    blocks = ones.unionByName(eights).unionByName(sixty_fours).join(wanted, [BLOCK_START, BLOCK_DAYS])
+    # Days without events have no rows; the 64-day block and one 8-day block hold events.
+    held = {n for r in blocks.select(BLOCK_DAYS).distinct().collect() for n in r}
+    assert held == {1, 8, 64}
+    rolled = roll_up(blocks, START, END)  # what the nightly's roll-up reads
+    assert by_path(from_connections(rolled, cfg, (START, END)).policy()) == expected()

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fwpolicy.config import ConfigError, RunSpec, load_policy_config
-from fwpolicy.source import SourceError
+from fwpolicy.io.source import SourceError
 
 log = logging.getLogger("fwpolicy")
 
@@ -108,19 +108,19 @@ def print_summary(result, rows: list[dict], out=None) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fwpolicy.pipeline import run, top_rows
-    from fwpolicy.session import get_spark
+    from fwpolicy.io.session import get_spark
+    from fwpolicy.tasks.run import run
 
     spec = RunSpec(args.source, args.source_format, args.output, args.start, args.end, policy_from_args(args))
     spark = get_spark()
     result = run(spec, spark)
-    print_summary(result, top_rows(spark, result))
+    print_summary(result, result.top)
     return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from fwpolicy.generate import generate_events, write_lake
-    from fwpolicy.session import get_spark
+    from fwpolicy.io.session import get_spark
+    from fwpolicy.tasks.generate import generate_events, write_lake
 
     began = time.monotonic()
     spark = get_spark()
@@ -135,9 +135,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``make run``: a demo lake under ``data/`` (made once), the job over it, a summary."""
-    from fwpolicy.generate import generate_events, write_lake
-    from fwpolicy.pipeline import run, top_rows
-    from fwpolicy.session import get_spark
+    from fwpolicy.io.session import get_spark
+    from fwpolicy.tasks.generate import generate_events, write_lake
+    from fwpolicy.tasks.run import run
 
     lake, out = args.data / "demo-lake", args.data / "demo-out"
     spark = get_spark()
@@ -155,13 +155,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         load_policy_config(None),
     )
     result = run(spec, spark)
-    print_summary(result, top_rows(spark, result))
+    print_summary(result, result.top)
     return 0
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
-    from fwpolicy.nightly import NightlySpec, run_nightly
-    from fwpolicy.session import get_spark
+    from fwpolicy.io.session import get_spark
+    from fwpolicy.tasks.nightly import NightlySpec, run_nightly
 
     spec = NightlySpec(
         source=args.source,
@@ -178,8 +178,8 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from fwpolicy.ingest import ingest
-    from fwpolicy.session import get_spark
+    from fwpolicy.io.ingest import ingest
+    from fwpolicy.io.session import get_spark
 
     result = ingest(get_spark(), args.source, args.output)
     print(result.describe())
@@ -187,8 +187,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from fwpolicy.export import ExportOptions, export_policy
-    from fwpolicy.session import get_spark
+    from fwpolicy.io.session import get_spark
+    from fwpolicy.review.export import ExportOptions, export_policy
 
     options = ExportOptions(
         fmt=args.format,

@@ -10,21 +10,139 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from fwpolicy.aliasing import PROFILES
-
+PROFILES = ("kql", "normalized")  # alias profiles (fwpolicy.query.aliasing)
 SOURCE_FORMATS = ("delta", "parquet")
 JOIN_STRATEGIES = ("auto", "broadcast", "shuffle")
 DISTINCT_MODES = ("exact", "approx")
 
 
+def stable_digest(value: Any) -> str:
+    """A short stable hash of a JSON-able value (keys sorted; other objects as ``str``): what a
+    run records of its settings, and what tells the nightly whether a stored block still holds."""
+    blob = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 class ConfigError(ValueError):
     """A configuration value or file that fwpolicy cannot use; the message names it."""
+
+
+# ------------------------------------------------------------------ hunting settings
+
+# Reason -> (default weight, what it means). Order here is the order of the docs' table.
+REASONS: dict[str, tuple[int, str]] = {
+    "recycle_bin": (4, "a raw path is in a recycle bin"),
+    "downloads_or_temp": (3, "a raw path is in a Downloads or temp folder"),
+    "hidden_unix_dir": (3, "a raw Unix path has a folder or file name starting with '.'"),
+    "programdata_root": (3, "a raw path is a file directly in <drive>:\\programdata\\"),
+    "public_folder": (3, "a raw path is under \\users\\public\\ or /users/shared/"),
+    "public_nonstandard_port": (3, "outbound to a public address on a port not in standard_ports"),
+    "low_prevalence": (
+        2,
+        "on <= max_machines_rare ({max_machines_rare}) machines, in a fleet of >= min_fleet ({min_fleet})",
+    ),
+    "user_writable_path": (1, "a raw path is under a user's profile"),
+    "recently_first_seen": (1, "first seen in the last recent_days ({recent_days}) days of a longer window"),
+}
+PATH_REASONS = (
+    "user_writable_path",
+    "downloads_or_temp",
+    "public_folder",
+    "programdata_root",
+    "recycle_bin",
+    "hidden_unix_dir",
+)
+DEFAULT_WEIGHTS = {name: weight for name, (weight, _) in REASONS.items()}
+DEFAULT_STANDARD_PORTS = (22, 25, 53, 80, 123, 443, 465, 587, 993, 995, 3389, 5223, 8080, 8443)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class HuntingSettings:
+    """Thresholds and weights of ``unusual_programs``; validated on construction.
+
+    ``weights`` may be given as a mapping of some reasons to weights (the others keep their
+    defaults); it is stored as ``((reason, weight), ...)`` in ``REASONS`` order, so the
+    settings stay hashable and ``dataclasses.asdict`` works on them.
+    """
+
+    max_machines_rare: int = 2
+    min_fleet: int = 20
+    recent_days: int = 7
+    standard_ports: tuple[int, ...] = DEFAULT_STANDARD_PORTS
+    max_ports: int = 32
+    weights: Any = tuple(DEFAULT_WEIGHTS.items())
+
+    def __post_init__(self) -> None:
+        for name, low in (("max_machines_rare", 0), ("min_fleet", 1), ("recent_days", 1), ("max_ports", 1)):
+            value = getattr(self, name)
+            if not (_is_int(value) and value >= low):
+                raise ConfigError(f"hunting: {name} must be an integer >= {low}, got {value!r}")
+        ports = self.standard_ports
+        if isinstance(ports, (str, bytes)) or not isinstance(ports, Iterable):
+            raise ConfigError(f"hunting: standard_ports must be a list of ports, got {ports!r}")
+        ports = tuple(ports)
+        bad = [p for p in ports if not (_is_int(p) and 0 <= p <= 65535)]
+        if bad:
+            raise ConfigError(f"hunting: standard_ports must be integers in 0..65535, got {bad!r}")
+        object.__setattr__(self, "standard_ports", tuple(sorted(set(ports))))
+        object.__setattr__(self, "weights", tuple(_weights(self.weights).items()))
+
+    def weight(self, reason: str) -> int:
+        return dict(self.weights)[reason]
+
+    def ordered_reasons(self) -> list[str]:
+        """Enabled reasons (weight > 0) by weight descending, then name: the order of ``Reasons``."""
+        return sorted((r for r, w in self.weights if w > 0), key=lambda r: (-self.weight(r), r))
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> HuntingSettings:
+        """Settings from a YAML mapping (e.g. a ``hunting:`` section); unknown keys are errors."""
+        values = dict(values or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"hunting: unknown setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def digest(self) -> str:
+        """A short stable hash of the settings, to record with a run."""
+        return stable_digest(dataclasses.asdict(self))
+
+
+def _weights(given: Any) -> dict[str, int]:
+    if isinstance(given, Mapping):
+        items = list(given.items())
+    elif isinstance(given, (tuple, list)) and all(
+        isinstance(i, (tuple, list)) and len(i) == 2 for i in given
+    ):
+        items = [tuple(i) for i in given]
+    else:
+        raise ConfigError(f"hunting: weights must be a mapping of reason to weight, got {given!r}")
+    unknown = sorted(str(k) for k, _ in items if k not in REASONS)
+    if unknown:
+        raise ConfigError(f"hunting: unknown reason(s) in weights {unknown}; known: {sorted(REASONS)}")
+    out = dict(DEFAULT_WEIGHTS)
+    for reason, weight in items:
+        if not (_is_int(weight) and weight >= 0):
+            raise ConfigError(f"hunting: weight of {reason} must be an integer >= 0, got {weight!r}")
+        out[reason] = weight
+    if not any(out.values()):
+        raise ConfigError("hunting: every weight is 0, so no program could ever be listed")
+    return out
+
+
+# ------------------------------------------------------------------ the query
 
 
 @dataclass(frozen=True)
@@ -42,7 +160,7 @@ class PolicyConfig:
     aliases: str | None = None  # alias rules of profile normalized; None: conf/aliases.yaml
     ephemeral_start_linux: int = 32768  # profile normalized: per-OS ephemeral ranges
     ephemeral_start_macos: int = 49152
-    hunting: Any = None  # HuntingSettings, or a mapping of its fields (see fwpolicy.hunting)
+    hunting: Any = None  # HuntingSettings, or a mapping of its fields (see fwpolicy.review.hunting)
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -64,8 +182,6 @@ class PolicyConfig:
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"{name} must be a file path, got {value!r}")
         object.__setattr__(self, "partition_columns", tuple(self.partition_columns))
-        from fwpolicy.hunting import HuntingSettings  # hunting imports config: import late
-
         if not isinstance(self.hunting, HuntingSettings):
             try:
                 object.__setattr__(self, "hunting", HuntingSettings.from_mapping(self.hunting))
@@ -74,8 +190,7 @@ class PolicyConfig:
 
     def digest(self) -> str:
         """A short stable hash of the settings, recorded with each run's output."""
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return stable_digest(dataclasses.asdict(self))
 
 
 @dataclass(frozen=True)

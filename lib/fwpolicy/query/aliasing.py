@@ -19,9 +19,8 @@ from typing import Any
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from fwpolicy.kql import ColumnOrName, _col, kql_contains, kql_indexof, kql_startswith, kql_substring
-
-PROFILES = ("kql", "normalized")
+from fwpolicy.config import PROFILES
+from fwpolicy.query.kql import ColumnOrName, _col, kql_contains, kql_indexof, kql_startswith, kql_substring
 
 
 def kql_alias(folder_path: ColumnOrName) -> Column:
@@ -54,7 +53,7 @@ def alias_expr(folder_path: ColumnOrName, profile: str = "kql", cfg: Any = None)
     if profile == "kql":
         return kql_alias(folder_path)
     if profile == "normalized":
-        from fwpolicy.normalized import normalized_alias
+        from fwpolicy.query.normalized import normalized_alias
 
         return normalized_alias(folder_path, cfg)
     raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")

@@ -7,13 +7,14 @@ predicate string; it is built here from a ``datetime.date`` (ISO text of a parse
 from user text.
 
 Ownership. Every table fwpolicy creates carries the Delta table property
-``fwpolicy.owner = 'fwpolicy'``, set in the commit that creates the table (an empty table with
-the schema of the first write, made by ``DeltaTable.createIfNotExists``; then the data commit).
-Delta 3.3 rejects unknown ``delta.*`` keys passed as writer options and ignores other writer
+``fwpolicy.owner = 'fwpolicy'``, set in the commit that creates the table: a table that does not
+exist yet is created with its first data in one ``CREATE TABLE ... AS SELECT`` commit that
+carries the mark (``writeTo(...).tableProperty(...).create()``); Delta 3.3 ignores writer
 options as properties, so the creation commit is the one place the mark can be set atomically.
-Before any write, ``ensure_owned`` refuses a path that holds something fwpolicy did not create
-(a plain directory of files, or a Delta table without the mark) with a ``ConfigError``, which
-the CLI reports with exit code 2. A table on purpose adopted (say, one written before the mark
+Before any work a run checks its tables once (``check_outputs``): it refuses a path that holds
+something fwpolicy did not create (a plain directory of files, or a Delta table without the
+mark) with a ``ConfigError``, which the CLI reports with exit code 2, and learns which tables
+exist, so no write asks again. A table on purpose adopted (say, one written before the mark
 existed) is marked with ``mark_owned`` or the SQL statement its error message shows.
 
 Concurrency. Two runs on different windows write disjoint partitions, which Delta's optimistic
@@ -24,19 +25,28 @@ partition replacement, or an append whose failed commit added nothing).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
-import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TypeVar
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from fwpolicy.config import ConfigError
+from fwpolicy.io.storage import (
+    DELTA_LOG,
+    delta_identifier,
+    is_delta_table,
+    list_names,
+    path_exists,
+    qualified,
+    table_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +54,7 @@ PARTITION_COLUMN = "window_end"
 OWNER_PROPERTY = "fwpolicy.owner"
 OWNER = "fwpolicy"
 COMMIT_ATTEMPTS = 5  # a conflicting commit is retried up to this many times in all
-_DELTA_LOG = "_delta_log"
+USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 # Delta's commit-conflict exceptions (Java class names and error classes, as their text shows).
 _CONFLICT_MARKERS = (
     "io.delta.exceptions.Concurrent",
@@ -55,48 +65,21 @@ _CONFLICT_MARKERS = (
     "DELTA_METADATA_CHANGED",
     "DELTA_PROTOCOL_CHANGED",
 )
+_EXISTS_MARKERS = ("TABLE_OR_VIEW_ALREADY_EXISTS", "already exists")
 
 R = TypeVar("R")
 
-
-def table_path(output_root: str, name: str) -> str:
-    """Every table of a run lives under one output root, named after what it holds."""
-    return (
-        os.path.join(output_root, name) if "://" not in output_root else f"{output_root.rstrip('/')}/{name}"
-    )
+__all__ = ["table_path"]  # re-exported: callers name tables through the sink
 
 
 # ---------------------------------------------------------------------------------- ownership
 
 
-def _filesystem(spark: SparkSession, path: str):
-    """The Hadoop FileSystem of ``path`` and its Path (local, ``s3a://``, ``abfss://`` alike)."""
-    jvm = spark.sparkContext._jvm
-    hpath = jvm.org.apache.hadoop.fs.Path(path)
-    return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
-
-
-def _is_delta_table(spark: SparkSession, path: str) -> bool:
-    """Whether ``path`` is a Delta table now, even if another process just created it.
-
-    ``DeltaTable.isDeltaTable`` answers from the session's cached log of the path, which does
-    not see a table that another process created after this session first looked (a run
-    checks its outputs before work, and a concurrent run may create them meanwhile). Opening
-    the path for a read brings the cached log up to date first.
-    """
-    from delta.tables import DeltaTable
-
-    with contextlib.suppress(Exception):  # not a Delta table (yet): isDeltaTable says so below
-        spark.read.format("delta").load(path)
-    return bool(DeltaTable.isDeltaTable(spark, path))
-
-
 def table_properties(spark: SparkSession, path: str) -> dict[str, str]:
-    """The table properties of the Delta table at ``path`` (commit metadata, no data read)."""
-    from delta.tables import DeltaTable
-
-    row = DeltaTable.forPath(spark, path).detail().select("properties").first()  # one row
-    return dict(row["properties"] or {}) if row else {}
+    """The table properties of the Delta table at ``path`` (its log's metadata; no Spark job)."""
+    # Qualified: Delta takes a relative location for a table name (as in _create_with).
+    rows = spark.sql(f"SHOW TBLPROPERTIES {delta_identifier(qualified(spark, path))}").collect()  # a few rows
+    return {r["key"]: r["value"] for r in rows}
 
 
 def table_state(spark: SparkSession, path: str) -> str:
@@ -105,16 +88,13 @@ def table_state(spark: SparkSession, path: str) -> str:
 
     An empty directory, or one holding only an empty ``_delta_log``, counts as absent.
     """
-    fs, hpath = _filesystem(spark, path)
-    if not fs.exists(hpath):
-        return "absent"
-    if _is_delta_table(spark, path):
+    names = list_names(spark, path)
+    if names is None:
+        return "not_delta" if path_exists(spark, path) else "absent"
+    if is_delta_table(spark, path):
         owner = table_properties(spark, path).get(OWNER_PROPERTY)
         return "owned" if owner == OWNER else "foreign_delta"
-    if not fs.getFileStatus(hpath).isDirectory():
-        return "not_delta"
-    names = [status.getPath().getName() for status in fs.listStatus(hpath)]
-    return "absent" if all(n == _DELTA_LOG for n in names) else "not_delta"
+    return "absent" if all(n == DELTA_LOG for n in names) else "not_delta"
 
 
 def refusal(path: str, state: str) -> ConfigError:
@@ -138,12 +118,25 @@ def ensure_owned(spark: SparkSession, path: str) -> bool:
     return state == "owned"
 
 
+def check_outputs(spark: SparkSession, output_root: str, names: Iterable[str]) -> set[str]:
+    """Check the tables ``names`` under ``output_root`` once, before any work; return those
+    that exist (so writes create only the others, and never check again).
+
+    The root itself must not be a Delta table: tables written inside another table's folder
+    would be deleted by its next ``VACUUM``."""
+    if is_delta_table(spark, output_root):
+        raise ConfigError(
+            f"the output root {output_root} is a Delta table; choose a folder for fwpolicy's tables"
+        )
+    return {name for name in names if ensure_owned(spark, table_path(output_root, name))}
+
+
 def mark_owned(spark: SparkSession, path: str) -> None:
     """Mark the existing Delta table at ``path`` as fwpolicy's (a deliberate adoption)."""
-    if not _is_delta_table(spark, path):
+    if not is_delta_table(spark, path):
         raise ConfigError(f"not a Delta table: {path}")
-    quoted = path.replace("`", "``")
-    spark.sql(f"ALTER TABLE delta.`{quoted}` SET TBLPROPERTIES ('{OWNER_PROPERTY}' = '{OWNER}')")
+    table = delta_identifier(qualified(spark, path))  # a relative location would be a table name
+    spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ('{OWNER_PROPERTY}' = '{OWNER}')")
 
 
 def _as_nullable(t: T.DataType) -> T.DataType:
@@ -162,15 +155,13 @@ def create_owned(
 ) -> None:
     """Create an empty Delta table at ``path`` carrying fwpolicy's mark, in one commit.
 
-    Two runs creating the same table at once: one commit wins, the other finds the table the
-    winner made (marked) and goes on.
+    For tables that must exist before their first rows (ingest's bronze table). Two runs
+    creating the same table at once: one commit wins, the other finds the table the winner
+    made (marked) and goes on.
     """
     from delta.tables import DeltaTable
 
-    # A relative location is taken for a table name (and refused, after creating the log):
-    # hand Delta the qualified path (file:/abs/..., s3a://...).
-    fs, hpath = _filesystem(spark, path)
-    location = fs.makeQualified(hpath).toString()
+    location = qualified(spark, path)
     builder = DeltaTable.createIfNotExists(spark).location(location).addColumns(_as_nullable(schema))
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
@@ -185,25 +176,30 @@ def create_owned(
         log.info("created %s", path)
 
 
-def ensure_owned_under(spark: SparkSession, output_root: str, names: Sequence[str]) -> None:
-    """``ensure_owned`` for each table ``names`` under ``output_root``: refuse before any work.
-
-    The root itself must not be a Delta table: tables written inside another table's folder
-    would be deleted by its next ``VACUUM``."""
-    if _is_delta_table(spark, output_root):
-        raise ConfigError(
-            f"the output root {output_root} is a Delta table; choose a folder for fwpolicy's tables"
-        )
-    for name in names:
-        ensure_owned(spark, table_path(output_root, name))
-
-
 def prepare_table(
     spark: SparkSession, path: str, schema: T.StructType, partition_by: Sequence[str] = ()
 ) -> None:
     """Refuse a path fwpolicy does not own; create the (marked) table if it is absent."""
     if not ensure_owned(spark, path):
         create_owned(spark, path, schema, partition_by)
+
+
+@contextmanager
+def commit_tag(spark: SparkSession, tag: str | None) -> Iterator[None]:
+    """Every Delta commit made inside carries ``tag`` as its ``userMetadata`` (``DESCRIBE
+    HISTORY`` shows it), a ``CREATE TABLE AS SELECT`` included, which takes no writer option."""
+    if tag is None:
+        yield
+        return
+    previous = spark.conf.get(USER_METADATA_CONF, None)
+    spark.conf.set(USER_METADATA_CONF, tag)
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(USER_METADATA_CONF)
+        else:
+            spark.conf.set(USER_METADATA_CONF, previous)
 
 
 # ------------------------------------------------------------------------------------ writing
@@ -240,48 +236,74 @@ def with_commit_retries(action: Callable[[], R], what: str, attempts: int = COMM
     raise AssertionError("unreachable")
 
 
+def _create_with(df: DataFrame, path: str, partition_by: Sequence[str]) -> bool:
+    """Create the table at ``path`` with ``df``'s rows and fwpolicy's mark in one commit.
+
+    False when another run created it first (then the caller writes into it as usual)."""
+    writer = df.writeTo(delta_identifier(qualified(df.sparkSession, path))).using("delta")
+    if partition_by:
+        writer = writer.partitionedBy(*(F.col(c) for c in partition_by))
+    try:
+        writer.tableProperty(OWNER_PROPERTY, OWNER).create()
+    except Exception as e:
+        # Two runs creating the same table at once: the loser's version 0 commit conflicts
+        # (ProtocolChangedException) rather than finding the table already there.
+        if not (any(m in str(e) for m in _EXISTS_MARKERS) or is_commit_conflict(e)):
+            raise
+        if not ensure_owned(df.sparkSession, path):  # it must be fwpolicy's to be written
+            raise
+        log.info("%s was created by a concurrent run", path)
+        return False
+    log.info("created %s", path)
+    return True
+
+
 def replace_where(
     df: DataFrame,
     path: str,
     predicate: str,
     partition_by: Sequence[str],
-    user_metadata: str | None = None,
+    exists: bool | None = None,
 ) -> None:
     """Atomically replace the rows of ``predicate`` (a partition filter built from parsed values,
-    never from user text) in the fwpolicy-owned Delta table at ``path``, creating it if absent.
+    never from user text) in the fwpolicy-owned Delta table at ``path``.
 
-    ``user_metadata`` is stored in the commit (``DESCRIBE HISTORY`` shows it), e.g. a run id.
+    ``exists``: what ``check_outputs`` found before the run; ``None`` checks now. An absent
+    table is created with the rows in one commit.
     """
-    prepare_table(df.sparkSession, path, df.schema, partition_by)
+    if exists is None:
+        exists = ensure_owned(df.sparkSession, path)
+    if not exists and _create_with(df, path, partition_by):
+        return
 
     def write() -> None:
-        writer = (
-            df.write.format("delta")
-            .mode("overwrite")
-            .partitionBy(*partition_by)
-            .option("replaceWhere", predicate)
-        )
-        if user_metadata is not None:
-            writer = writer.option("userMetadata", user_metadata)
-        writer.save(path)
+        df.write.format("delta").mode("overwrite").partitionBy(*partition_by).option(
+            "replaceWhere", predicate
+        ).save(path)
 
     with_commit_retries(write, f"{path} ({predicate})")
 
 
-def replace_partition(
-    df: DataFrame, path: str, window_end: dt.date, user_metadata: str | None = None
-) -> None:
-    """Atomically replace the ``window_end`` partition of the Delta table at ``path``."""
+def partition_predicate(window_end: dt.date) -> str:
+    """``window_end = DATE'...'`` from a parsed date (never from user text)."""
     if not isinstance(window_end, dt.date):
         raise TypeError(f"window_end must be a date, got {type(window_end).__name__}")
-    predicate = f"{PARTITION_COLUMN} = DATE'{window_end.isoformat()}'"
-    replace_where(df, path, predicate, (PARTITION_COLUMN,), user_metadata)
+    return f"{PARTITION_COLUMN} = DATE'{window_end.isoformat()}'"
+
+
+def replace_partition(df: DataFrame, path: str, window_end: dt.date, exists: bool | None = None) -> None:
+    """Atomically replace the ``window_end`` partition of the Delta table at ``path``."""
+    predicate = partition_predicate(window_end)
+    replace_where(df, path, predicate, (PARTITION_COLUMN,), exists)
     log.info("replaced partition %s of %s", predicate, path)
 
 
-def append(df: DataFrame, path: str, partition_by: Sequence[str] = ()) -> None:
+def append(df: DataFrame, path: str, partition_by: Sequence[str] = (), exists: bool | None = None) -> None:
     """Append ``df`` to the fwpolicy-owned Delta table at ``path`` (created if absent)."""
-    prepare_table(df.sparkSession, path, df.schema, partition_by)
+    if exists is None:
+        exists = ensure_owned(df.sparkSession, path)
+    if not exists and _create_with(df, path, partition_by):
+        return
 
     def write() -> None:
         writer = df.write.format("delta").mode("append")

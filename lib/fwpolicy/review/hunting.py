@@ -5,7 +5,7 @@ unusual or unexpected folder. ``unusual_programs`` lists, per ``(Directionality,
 the programs that meet at least one of the rules below, with a ``Score`` (the sum of the weights
 of the rules met) and ``Reasons`` (the names of those rules, by weight descending, then name).
 A program that meets no rule is not listed. It is computed from the matched connection rows
-(``classify.match_server_keys``), never from the capped arrays of ``firewall_policy``, so no
+(``seed.SeedQuery``), never from the capped arrays of ``firewall_policy``, so no
 port or address beyond a cap is missed.
 
 Scoring (defaults of ``HuntingSettings``; the table is ``scoring_table()``; weight 0 = rule off):
@@ -80,46 +80,20 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
-import json
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from fwpolicy.classify import ADDRESS, DEVICE, OUTBOUND, PATH
-from fwpolicy.config import ConfigError, PolicyConfig
-from fwpolicy.summarize import GROUP, capped_sorted, facet, with_alias
+from fwpolicy.config import (
+    PATH_REASONS,
+    REASONS,
+    ConfigError,
+    HuntingSettings,
+)
+from fwpolicy.query.seed import ADDRESS, GROUP, OUTBOUND, PATH, SeedQuery, capped_sorted, facet
+from fwpolicy.review.addresses import any_of, ipv6_groups, let, quad_to_long
 
 HUNTING_TABLE = "unusual_programs"
-
-# Reason -> (default weight, what it means). Order here is the order of the docs' table.
-REASONS: dict[str, tuple[int, str]] = {
-    "recycle_bin": (4, "a raw path is in a recycle bin"),
-    "downloads_or_temp": (3, "a raw path is in a Downloads or temp folder"),
-    "hidden_unix_dir": (3, "a raw Unix path has a folder or file name starting with '.'"),
-    "programdata_root": (3, "a raw path is a file directly in <drive>:\\programdata\\"),
-    "public_folder": (3, "a raw path is under \\users\\public\\ or /users/shared/"),
-    "public_nonstandard_port": (3, "outbound to a public address on a port not in standard_ports"),
-    "low_prevalence": (
-        2,
-        "on <= max_machines_rare ({max_machines_rare}) machines, in a fleet of >= min_fleet ({min_fleet})",
-    ),
-    "user_writable_path": (1, "a raw path is under a user's profile"),
-    "recently_first_seen": (1, "first seen in the last recent_days ({recent_days}) days of a longer window"),
-}
-PATH_REASONS = (
-    "user_writable_path",
-    "downloads_or_temp",
-    "public_folder",
-    "programdata_root",
-    "recycle_bin",
-    "hidden_unix_dir",
-)
-DEFAULT_WEIGHTS = {name: weight for name, (weight, _) in REASONS.items()}
-DEFAULT_STANDARD_PORTS = (22, 25, 53, 80, 123, 443, 465, 587, 993, 995, 3389, 5223, 8080, 8443)
 
 HUNTING_COLUMNS = (
     "Directionality",
@@ -138,89 +112,6 @@ HUNTING_COLUMNS = (
 )
 
 
-# --------------------------------------------------------------------------- settings
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class HuntingSettings:
-    """Thresholds and weights of ``unusual_programs``; validated on construction.
-
-    ``weights`` may be given as a mapping of some reasons to weights (the others keep their
-    defaults); it is stored as ``((reason, weight), ...)`` in ``REASONS`` order, so the
-    settings stay hashable and ``dataclasses.asdict`` works on them.
-    """
-
-    max_machines_rare: int = 2
-    min_fleet: int = 20
-    recent_days: int = 7
-    standard_ports: tuple[int, ...] = DEFAULT_STANDARD_PORTS
-    max_ports: int = 32
-    weights: Any = tuple(DEFAULT_WEIGHTS.items())
-
-    def __post_init__(self) -> None:
-        for name, low in (("max_machines_rare", 0), ("min_fleet", 1), ("recent_days", 1), ("max_ports", 1)):
-            value = getattr(self, name)
-            if not (_is_int(value) and value >= low):
-                raise ConfigError(f"hunting: {name} must be an integer >= {low}, got {value!r}")
-        ports = self.standard_ports
-        if isinstance(ports, (str, bytes)) or not isinstance(ports, Iterable):
-            raise ConfigError(f"hunting: standard_ports must be a list of ports, got {ports!r}")
-        ports = tuple(ports)
-        bad = [p for p in ports if not (_is_int(p) and 0 <= p <= 65535)]
-        if bad:
-            raise ConfigError(f"hunting: standard_ports must be integers in 0..65535, got {bad!r}")
-        object.__setattr__(self, "standard_ports", tuple(sorted(set(ports))))
-        object.__setattr__(self, "weights", tuple(_weights(self.weights).items()))
-
-    def weight(self, reason: str) -> int:
-        return dict(self.weights)[reason]
-
-    def ordered_reasons(self) -> list[str]:
-        """Enabled reasons (weight > 0) by weight descending, then name: the order of ``Reasons``."""
-        return sorted((r for r, w in self.weights if w > 0), key=lambda r: (-self.weight(r), r))
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None) -> HuntingSettings:
-        """Settings from a YAML mapping (e.g. a ``hunting:`` section); unknown keys are errors."""
-        values = dict(values or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"hunting: unknown setting(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
-
-    def digest(self) -> str:
-        """A short stable hash of the settings, to record with a run."""
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _weights(given: Any) -> dict[str, int]:
-    if isinstance(given, Mapping):
-        items = list(given.items())
-    elif isinstance(given, (tuple, list)) and all(
-        isinstance(i, (tuple, list)) and len(i) == 2 for i in given
-    ):
-        items = [tuple(i) for i in given]
-    else:
-        raise ConfigError(f"hunting: weights must be a mapping of reason to weight, got {given!r}")
-    unknown = sorted(str(k) for k, _ in items if k not in REASONS)
-    if unknown:
-        raise ConfigError(f"hunting: unknown reason(s) in weights {unknown}; known: {sorted(REASONS)}")
-    out = dict(DEFAULT_WEIGHTS)
-    for reason, weight in items:
-        if not (_is_int(weight) and weight >= 0):
-            raise ConfigError(f"hunting: weight of {reason} must be an integer >= 0, got {weight!r}")
-        out[reason] = weight
-    if not any(out.values()):
-        raise ConfigError("hunting: every weight is 0, so no program could ever be listed")
-    return out
-
-
 def scoring_table(settings: HuntingSettings | None = None) -> str:
     """The scoring table (Markdown) of ``settings``: reason, weight, meaning; by weight, then name."""
     s = settings or HuntingSettings()
@@ -234,22 +125,6 @@ def scoring_table(settings: HuntingSettings | None = None) -> str:
 # --------------------------------------------------------------------------- expressions
 
 
-def _let(value: Column, body: Callable[[Column], Column]) -> Column:
-    """``body(value)`` with ``value`` computed once (Column trees would repeat it at each use)."""
-    return F.transform(F.array(value), body).getItem(0)
-
-
-def _any(preds: Iterable[Column]) -> Column:
-    preds = list(preds)
-    out = preds[0]
-    for p in preds[1:]:
-        out = out | p
-    return out
-
-
-_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-IPV4_PATTERN = rf"^{_OCTET}(\.{_OCTET}){{3}}$"
-_TAIL_QUAD = r"^(.*:)([^:]*\.[^:]*)$"
 NON_PUBLIC_V4 = (
     ("0.0.0.0", 8),  # unspecified, "this network"
     ("10.0.0.0", 8),  # RFC 1918
@@ -275,56 +150,11 @@ def _v4_int(dotted: str) -> int:
     return ((a * 256 + b) * 256 + c) * 256 + d
 
 
-def quad_to_long(text: Column) -> Column:
-    """A strict dotted quad as a long; null when the text is not one."""
-
-    def value(t: Column) -> Column:
-        number = F.aggregate(
-            F.split(t, r"\."), F.lit(0).cast("long"), lambda acc, o: acc * 256 + o.cast("long")
-        )
-        return F.when(t.rlike(IPV4_PATTERN), number)
-
-    return _let(text, value)
-
-
-def _tail_quad_as_groups(s: Column) -> Column:
-    """``...:a.b.c.d`` -> ``...:hhhh:hhhh``; text without a dotted tail unchanged; null if bad."""
-
-    def replace(v: Column) -> Column:
-        high = F.lower(F.conv(F.shiftright(v, 16).cast("string"), 10, 16))
-        low = F.lower(F.conv(v.bitwiseAND(F.lit(0xFFFF)).cast("string"), 10, 16))
-        return F.concat(F.regexp_extract(s, _TAIL_QUAD, 1), high, F.lit(":"), low)
-
-    quad = F.regexp_extract(s, _TAIL_QUAD, 2)
-    return F.when(quad == F.lit(""), s).otherwise(_let(quad_to_long(quad), replace))
-
-
-def ipv6_groups(text: Column) -> Column:
-    """Lower-case IPv6 text (no zone) -> its eight 16-bit groups as ``array<long>``; null if not IPv6."""
-
-    def groups(x: Column) -> Column:
-        return F.when(x == F.lit(""), F.array().cast("array<string>")).otherwise(F.split(x, ":", -1))
-
-    def expand(halves: Column) -> Column:
-        left, right = groups(halves.getItem(0)), groups(halves.getItem(1))
-        n = F.size(left) + F.size(right)
-        filled = F.concat(left, F.array_repeat(F.lit("0"), F.lit(8) - n), right)
-        return F.when(F.size(halves) == 1, F.split(halves.getItem(0), ":", -1)).when(
-            (F.size(halves) == 2) & (n <= 7), filled
-        )
-
-    def to_longs(g: Column) -> Column:
-        valid = (F.size(g) == 8) & F.forall(g, lambda x: x.rlike("^[0-9a-f]{1,4}$"))
-        return F.when(valid, F.transform(g, lambda x: F.conv(x, 16, 10).cast("long")))
-
-    return _let(_let(F.split(_tail_quad_as_groups(text), "::", -1), expand), to_longs)
-
-
 def is_public_ip(ip: Column) -> Column:
     """True when the text is an address outside the non-public ranges (module docs); never null."""
 
     def non_public_v4(v: Column) -> Column:
-        return _any(
+        return any_of(
             v.bitwiseAND(F.lit((0xFFFFFFFF << (32 - p)) & 0xFFFFFFFF)) == F.lit(_v4_int(n))
             for n, p in NON_PUBLIC_V4
         )
@@ -333,7 +163,7 @@ def is_public_ip(ip: Column) -> Column:
         first = g.getItem(0)
         zeros_before_last = F.forall(F.slice(g, 1, 7), lambda x: x == F.lit(0))
         last = g.getItem(7)
-        return (zeros_before_last & last.isin(0, 1)) | _any(
+        return (zeros_before_last & last.isin(0, 1)) | any_of(
             first.bitwiseAND(F.lit(mask)) == F.lit(value) for mask, value in NON_PUBLIC_V6_FIRST_GROUP
         )
 
@@ -344,7 +174,7 @@ def is_public_ip(ip: Column) -> Column:
     def classify(s: Column) -> Column:
         def by_groups(g: Column) -> Column:
             v4 = F.when(g.isNull(), quad_to_long(s)).otherwise(mapped(g))
-            return _let(
+            return let(
                 v4,
                 lambda v: (
                     F.when(v.isNotNull(), ~non_public_v4(v))
@@ -353,10 +183,11 @@ def is_public_ip(ip: Column) -> Column:
                 ),
             )
 
-        return _let(F.when(s.contains(":"), ipv6_groups(s)), by_groups)
+        groups = F.transform(ipv6_groups(s), lambda x: F.conv(x, 16, 10).cast("long"))
+        return let(F.when(s.contains(":"), groups), by_groups)
 
     clean = F.regexp_replace(F.lower(F.trim(ip)), "%[^%]*$", "")
-    return F.coalesce(_let(clean, classify), F.lit(False))
+    return F.coalesce(let(clean, classify), F.lit(False))
 
 
 # Patterns run on the cleaned, lower-cased path (see ``clean_path``); Java regex syntax.
@@ -396,34 +227,27 @@ def path_rules(path: Column) -> dict[str, Column]:
 # --------------------------------------------------------------------------- table
 
 
-def unusual_programs(
-    matched: DataFrame,
-    cfg: PolicyConfig,
-    window_start: dt.date,
-    window_end: dt.date,
-    settings: HuntingSettings | None = None,
-) -> DataFrame:
-    """``unusual_programs`` rows of one window ``[window_start, window_end)`` (lazy).
+def unusual_programs(query: SeedQuery, settings: HuntingSettings | None = None) -> DataFrame:
+    """``unusual_programs`` rows of the query's window (lazy).
 
-    ``matched`` is ``classify.match_server_keys(conns, cfg)``. Rows that an exclude rule named
-    (``Excluded``) count like the others: filter them out first to hide them from hunting too.
-    Four small aggregations of ``matched`` are joined: programs (counts, devices, times),
-    distinct raw paths (path rules), outbound public non-standard traffic, and the fleet size.
+    Read from the query's results, not from the events: prevalence and sightings from its
+    per-device rows (``SeedQuery.devices``), paths and traffic from its aliased legs
+    (``SeedQuery.rows``). Traffic that an exclude rule took counts like the rest here: malware
+    can borrow a name an exclusion trusts.
     """
-    s = settings or HuntingSettings()
+    s = settings or query.cfg.hunting
+    window_start, window_end = query.window
     if window_end <= window_start:
         raise ConfigError(f"empty window: end {window_end} must be after start {window_start}")
     group = list(GROUP)
-    rows = with_alias(matched, cfg)
-    devices = facet(rows, DEVICE)
     machines = (
         F.countDistinct("DeviceId")
-        if cfg.distinct_machines == "exact"
+        if query.cfg.distinct_machines == "exact"
         else F.approx_count_distinct("DeviceId")
     )
     # _first_day: the UTC day of the first sighting, as EventDate is the UTC day of Timestamp.
     programs = (
-        devices.groupBy(*group)
+        query.devices.groupBy(*group)
         .agg(
             machines.cast("long").alias("DistinctMachines"),
             F.min("FirstSeen").alias("FirstSeen"),
@@ -436,7 +260,7 @@ def unusual_programs(
     # Path rules once per distinct raw path, then any path of the program.
     rules = path_matches(F.col("_clean"))
     paths = (
-        devices.select(*group, PATH)
+        query.rows.select(*group, PATH)
         .distinct()
         .withColumn("_clean", clean_path(F.col(PATH)))
         .groupBy(*group)
@@ -446,17 +270,19 @@ def unusual_programs(
         )
     )
 
-    # Addresses are parsed once per distinct (program, port, address) of outbound rows on a
-    # non-standard port.
+    # Outbound traffic on a non-standard port to a public address.
     nonstandard = (F.col("Directionality") == F.lit(OUTBOUND)) & ~F.col("Port").isin(*s.standard_ports)
-    candidates = facet(rows, ADDRESS).where(nonstandard).select(*group, "Port", "RemoteIP").distinct()
-    public = candidates.where(is_public_ip(F.col("RemoteIP")))
+    candidates = facet(query.rows, ADDRESS).where(nonstandard).select(*group, "Port", "RemoteIP").distinct()
+    # The address expression is large and partly interpreted (higher-order functions): run it
+    # once per distinct address, not once per program and port.
+    addresses = candidates.select("RemoteIP").distinct().where(is_public_ip(F.col("RemoteIP")))
+    public = candidates.join(addresses, on="RemoteIP", how="left_semi")
     traffic = public.groupBy(*group).agg(
         capped_sorted(F.collect_set("Port"), s.max_ports).alias("PublicNonStandardPorts"),
         F.countDistinct("RemoteIP").cast("long").alias("PublicRemoteIPCount"),
     )
 
-    fleet = devices.agg(F.countDistinct("DeviceId").alias("_fleet"))
+    fleet = query.devices.agg(F.countDistinct("DeviceId").alias("_fleet"))
 
     met: dict[str, Column] = {r: F.col(f"_{r}") for r in PATH_REASONS}
     met["low_prevalence"] = (F.col("DistinctMachines") <= F.lit(s.max_machines_rare)) & (

@@ -31,8 +31,8 @@ import yaml
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from fwpolicy.config import ConfigError
-from fwpolicy.kql import ColumnOrName, _col
+from fwpolicy.config import ConfigError, PolicyConfig
+from fwpolicy.query.kql import ColumnOrName, _col
 
 RULE_KEYS = ("name", "description", "pattern", "replacement", "example")
 EXAMPLE_KEYS = ("input", "output")
@@ -47,7 +47,6 @@ LINUX, MACOS, WINDOWS, UNKNOWN = "linux", "macos", "windows", "unknown"
 MACOS_PATH = (
     r"(?i)^/(?:applications|system|library|users|private|volumes|cores)/|^/opt/homebrew/|\.app/contents/"
 )
-DEFAULT_EPHEMERAL_START = {LINUX: 32768, MACOS: 49152}
 
 
 class AliasRulesError(ConfigError):
@@ -170,7 +169,7 @@ def rules_path(cfg: Any = None) -> Any:
     configured = getattr(cfg, "aliases", None)
     if configured:
         return Path(configured)
-    repo = Path(__file__).resolve().parents[2] / "conf" / "aliases.yaml"
+    repo = Path(__file__).resolve().parents[3] / "conf" / "aliases.yaml"
     if repo.is_file():
         return repo
     packaged = _packaged_rules()
@@ -361,8 +360,9 @@ def os_family_expr(folder_path: ColumnOrName, os_platform: ColumnOrName | None =
     )
 
 
-def _port_setting(cfg: Any, name: str, default: int) -> int:
-    value = getattr(cfg, name, default)
+def _port_setting(cfg: Any, name: str) -> int:
+    """``cfg``'s port setting ``name``, else ``PolicyConfig``'s default (defined there only)."""
+    value = getattr(cfg, name, getattr(PolicyConfig, name))
     if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65536):
         raise ConfigError(f"{name} must be an integer in 1..65536, got {value!r}")
     return value
@@ -380,9 +380,9 @@ def ephemeral_start_expr(
     """
     starts = F.create_map(
         F.lit(LINUX),
-        F.lit(_port_setting(cfg, "ephemeral_start_linux", DEFAULT_EPHEMERAL_START[LINUX])),
+        F.lit(_port_setting(cfg, "ephemeral_start_linux")),
         F.lit(MACOS),
-        F.lit(_port_setting(cfg, "ephemeral_start_macos", DEFAULT_EPHEMERAL_START[MACOS])),
+        F.lit(_port_setting(cfg, "ephemeral_start_macos")),
     )
-    other = F.lit(_port_setting(cfg, "ephemeral_start", 49152))
+    other = F.lit(_port_setting(cfg, "ephemeral_start"))
     return F.coalesce(starts[os_family_expr(folder_path, os_platform)], other)

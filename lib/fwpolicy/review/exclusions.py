@@ -33,23 +33,21 @@ them as literals (``F.lit`` / ``isin``), never as SQL text. Addresses are parsed
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import hashlib
 import ipaddress
-import json
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from fwpolicy.config import ConfigError, PolicyConfig
-from fwpolicy.kql import kql_contains
+from fwpolicy.config import ConfigError, stable_digest
+from fwpolicy.query.kql import kql_contains
+from fwpolicy.review.addresses import any_of, ipv4_long, ipv6_groups, let
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +70,6 @@ MATCH_COLUMNS = {
 }
 EXCLUDED_GROUP = ("Excluded", "Directionality", "AliasPath")
 
-_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-IPV4_PATTERN = rf"^{_OCTET}(\.{_OCTET}){{3}}$"
 _DOMAIN = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
 _MAPPED_NETWORK = ipaddress.ip_network("::ffff:0:0/96")
 _MAPPED_BITS = "0" * 80 + "1" * 16
@@ -108,7 +104,7 @@ class Rule:
             parts.append(F.lower(F.col(MATCH_COLUMNS["file_name"])).isin(*names))
         if self.command_line_contains:
             column = MATCH_COLUMNS["command_line_contains"]
-            parts.append(_any(kql_contains(column, v) for v in self.command_line_contains))
+            parts.append(any_of(kql_contains(column, v) for v in self.command_line_contains))
         if self.remote_url_suffix:
             parts.append(url_suffix_match(F.col(MATCH_COLUMNS["remote_url_suffix"]), self.remote_url_suffix))
         if self.remote_ip_cidr:
@@ -182,89 +178,18 @@ class RuleSet:
         return F.array_compact(F.array(*(F.when(r.predicate(), F.lit(r.name)) for r in usable)))
 
     def expressions(self, columns: Iterable[str]) -> tuple[Column | None, Column | None]:
-        """``(excluded, tags)`` for ``classify.connections``."""
+        """``(excluded, tags)`` for ``seed.where_clauses``."""
         cols = set(columns)
         return self.excluded_expr(cols), self.tags_expr(cols)
 
     def digest(self) -> str:
         """A short stable hash of the rules (not of their lines), to record with a run."""
-        blob = json.dumps(
-            [{k: v for k, v in dataclasses.asdict(r).items() if k != "line"} for r in self.rules],
-            sort_keys=True,
+        return stable_digest(
+            [{k: v for k, v in dataclasses.asdict(r).items() if k != "line"} for r in self.rules]
         )
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- expressions
-
-
-def _any(preds: Iterable[Column]) -> Column:
-    preds = list(preds)
-    out = preds[0]
-    for p in preds[1:]:
-        out = out | p
-    return out
-
-
-def _let(value: Column, body: Callable[[Column], Column]) -> Column:
-    """``body(value)`` with ``value`` evaluated once (a lambda binding).
-
-    Column trees are trees, not graphs: a parsed address used ten times would be parsed ten
-    times, and the expression would outgrow code generation. Binding it keeps both small.
-    """
-    return F.transform(F.array(value), body).getItem(0)
-
-
-def quad_to_long(text: Column) -> Column:
-    """A strict dotted quad as a long (``((a*256 + b)*256 + c)*256 + d``); null when not one."""
-
-    def value(t: Column) -> Column:
-        octets = F.split(t, r"\.")
-        number = F.aggregate(octets, F.lit(0).cast("long"), lambda acc, o: acc * 256 + o.cast("long"))
-        return F.when(t.rlike(IPV4_PATTERN), number)
-
-    return _let(text, value)
-
-
-def ipv4_long(ip: Column) -> Column:
-    """IPv4 address (or IPv4-mapped ``::ffff:a.b.c.d``, any case) as a long; null when not one."""
-    return quad_to_long(F.regexp_replace(ip, r"(?i)^::ffff:", ""))
-
-
-_TAIL_QUAD = r"^(.*:)([^:]*\.[^:]*)$"
-_NO_GROUPS = "array<string>"
-
-
-def _quad_as_groups(s: Column) -> Column:
-    """``…:a.b.c.d`` -> ``…:hhhh:hhhh``; text without a dotted tail is unchanged; null if bad."""
-
-    def replace(q: Column) -> Column:
-        hex8 = F.lpad(F.lower(F.hex(quad_to_long(q))), 8, "0")
-        head = F.regexp_extract(s, _TAIL_QUAD, 1)
-        return F.when(q == F.lit(""), s).otherwise(
-            F.concat(head, F.substring(hex8, 1, 4), F.lit(":"), F.substring(hex8, 5, 4))
-        )
-
-    return _let(F.regexp_extract(s, _TAIL_QUAD, 2), replace)
-
-
-def _expand(t: Column) -> Column:
-    """Hex groups text -> its eight groups (``::`` filled with zeros); null when malformed."""
-
-    def groups(x: Column) -> Column:
-        return F.when(x == F.lit(""), F.array().cast(_NO_GROUPS)).otherwise(F.split(x, ":", -1))
-
-    def fill(lr: Column) -> Column:
-        left, right = lr.getField("l"), lr.getField("r")
-        n = F.size(left) + F.size(right)
-        return F.when(n <= 7, F.concat(left, F.array_repeat(F.lit("0"), F.lit(8) - n), right))
-
-    def by_halves(h: Column) -> Column:
-        padded = F.concat(h, F.array(F.lit("")))  # element 1 exists even without '::'
-        halves = F.struct(groups(padded.getItem(0)).alias("l"), groups(padded.getItem(1)).alias("r"))
-        return F.when(F.size(h) == 1, F.split(t, ":", -1)).when(F.size(h) == 2, _let(halves, fill))
-
-    return _let(F.split(t, "::", -1), by_halves)
 
 
 def ipv6_bits(ip: Column) -> Column:
@@ -274,11 +199,11 @@ def ipv6_bits(ip: Column) -> Column:
     """
 
     def bits(g: Column) -> Column:
-        valid = (F.size(g) == 8) & F.forall(g, lambda x: x.rlike("^[0-9a-f]{1,4}$"))
-        return F.when(valid, F.concat_ws("", F.transform(g, lambda x: F.lpad(F.conv(x, 16, 2), 16, "0"))))
+        return F.when(
+            g.isNotNull(), F.concat_ws("", F.transform(g, lambda x: F.lpad(F.conv(x, 16, 2), 16, "0")))
+        )
 
-    text = _quad_as_groups(F.regexp_replace(F.lower(ip), r"%[^%]+$", ""))
-    return _let(_let(text, _expand), bits)
+    return let(ipv6_groups(F.regexp_replace(F.lower(ip), r"%[^%]+$", "")), bits)
 
 
 def cidr_match(ip: Column, cidrs: Iterable[str]) -> Column:
@@ -292,9 +217,9 @@ def cidr_match(ip: Column, cidrs: Iterable[str]) -> Column:
     preds: list[Column] = []
     if v4:
         preds.append(
-            _let(
+            let(
                 ipv4_long(ip),
-                lambda v: _any(
+                lambda v: any_of(
                     v.bitwiseAND(F.lit(int(n.netmask))) == F.lit(int(n.network_address)) for n in v4
                 ),
             )
@@ -302,11 +227,12 @@ def cidr_match(ip: Column, cidrs: Iterable[str]) -> Column:
     if v6:
         prefixes = [format(int(n.network_address), "0128b")[: n.prefixlen] for n in v6]
         preds.append(
-            _let(
-                ipv6_bits(ip), lambda b: ~b.startswith(_MAPPED_BITS) & _any(b.startswith(p) for p in prefixes)
+            let(
+                ipv6_bits(ip),
+                lambda b: ~b.startswith(_MAPPED_BITS) & any_of(b.startswith(p) for p in prefixes),
             )
         )
-    return _any(preds)
+    return any_of(preds)
 
 
 def url_host(url: Column) -> Column:
@@ -318,23 +244,10 @@ def url_host(url: Column) -> Column:
 def url_suffix_match(url: Column, suffixes: Iterable[str]) -> Column:
     """True when the URL's host is one of the domains or a subdomain of one (ignoring case)."""
     suffixes = list(suffixes)
-    return _let(url_host(url), lambda h: _any((h == F.lit(s)) | h.endswith("." + s) for s in suffixes))
+    return let(url_host(url), lambda h: any_of((h == F.lit(s)) | h.endswith("." + s) for s in suffixes))
 
 
 # --------------------------------------------------------------------------- excluded traffic
-
-
-def excluded_connections(matched: DataFrame, cfg: PolicyConfig, start: dt.date, end: dt.date) -> DataFrame:
-    """``excluded_connections`` rows: the traffic exclude rules removed, per rule and program.
-
-    ``matched`` is ``classify.match_server_keys(conns, cfg)``; the rows are summarised exactly
-    as ``firewall_policy`` rows are, so a rule's ``ConnectionCount`` is what the program would
-    have had in the policy. The rule's name is in ``Rule``.
-    """
-    from fwpolicy.summarize import summarize
-
-    rows = summarize(matched.where(F.col("Excluded").isNotNull()), cfg, start, end, group=EXCLUDED_GROUP)
-    return rows.withColumnRenamed("Excluded", "Rule")
 
 
 # --------------------------------------------------------------------------- loading

@@ -17,20 +17,20 @@ BI dashboard) can trust a policy without rerunning it:
 always holds (``AuditCounts.balanced``; tested), and ``rows_written`` is the number of
 ``firewall_policy`` rows the run's commit wrote.
 
-The counts come from the connection table the run has persisted anyway (removed rows are kept
+The counts come from the reduced table the run has kept anyway (removed rows are kept
 there as one row per day and reason precisely for this), with one small aggregate: no second
 read of the source. The audit append is its own Delta commit, after the policy's; a run killed
 between the two has a written policy and no audit row.
 
-Use from a job (``pipeline.run`` does this; ``nightly`` the same with ``command="nightly"``)::
+Use from a job (``tasks.run`` does this; ``tasks.nightly`` the same with ``command="nightly"``)::
 
-    audit = RunAudit(spark, "run", spec)      # before any work: refuses a foreign run_audit
+    existing = check_outputs(spark, output, (..., AUDIT_TABLE))  # refuses foreign tables
+    audit = RunAudit(spark, "run", spec, table_exists=AUDIT_TABLE in existing)
     events = read_window(...); audit.read(events)
     try:
-        with persisted(connections(events, cfg)) as conns:
-            replace_partition(policy, path, end, audit.commit_tag)  # the commit names the run
-            audit.count(conns, cfg)
-        rows_written = written_rows(spark, path, audit.commit_tag)
+        query = seed_query(events, cfg, window, keep=materialized)
+        ...                                   # write the tables (commits tagged audit.commit_tag)
+        audit.count(query)
     except Exception:
         audit.failed()                        # best effort: a 'failed' row, then re-raise
         raise
@@ -51,9 +51,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from fwpolicy import __version__
-from fwpolicy.classify import DEVICE, INBOUND, INBOUND_DETAIL, OUTBOUND, REMOVAL_CLAUSES, match_server_keys
-from fwpolicy.config import PolicyConfig, RunSpec
-from fwpolicy.sink import append, ensure_owned, table_path
+from fwpolicy.config import RunSpec
+from fwpolicy.io.sink import append, table_path
+from fwpolicy.query.seed import DEVICE, INBOUND, INBOUND_DETAIL, OUTBOUND, REMOVAL_CLAUSES, SeedQuery
 
 log = logging.getLogger(__name__)
 
@@ -142,27 +142,29 @@ class AuditCounts:
         return self.rows_read == self.accounted
 
 
-def audit_counts(conns: DataFrame, cfg: PolicyConfig, matched: DataFrame | None = None) -> AuditCounts:
-    """Count the fate of every row read, from the connection table ``classify.connections``.
+def audit_counts(query: SeedQuery) -> AuditCounts:
+    """Count the fate of every row read, from the query's reduced table and its legs.
 
-    ``conns`` should be persisted (``pipeline.persisted``): it is scanned twice here, once as
-    it is and once through ``match_server_keys`` (the semi join the policy uses), in one Spark
-    job whose result is a handful of rows: one per removal reason and direction, per stage.
-    Rows excluded by a rule are counted after the join, as the policy leaves them out after
-    it. ``matched``: the join's result when the caller has it persisted already.
+    A run keeps both (``seed.materialized``); the counts are one Spark job whose
+    result is a handful of rows: one per removal reason and direction, per stage. Rows
+    excluded by a rule are counted after the join, as the policy leaves them out after it.
     """
-    # Every event is counted once in DEVICE or INBOUND_DETAIL (classify.aggregate_connections).
+    # Every event is counted once in DEVICE or INBOUND_DETAIL (seed.connection_table).
     once = F.col("Facet").isin(DEVICE, INBOUND_DETAIL)
-    conns = conns.where(once)
     summed = F.coalesce(F.sum("Connections"), F.lit(0)).cast("long").alias("n")
     excluded = F.col("Excluded").isNotNull().alias("excluded")
-    read = conns.groupBy(
-        F.lit("read").alias("stage"), F.coalesce("Removed", "Directionality").alias("fate"), excluded
-    ).agg(summed)
-    matched = match_server_keys(conns, cfg) if matched is None else matched.where(once)
-    kept = matched.groupBy(
-        F.lit("matched").alias("stage"), F.col("Directionality").alias("fate"), excluded
-    ).agg(summed)
+    read = (
+        query.conns.where(once)
+        .groupBy(
+            F.lit("read").alias("stage"), F.coalesce("Removed", "Directionality").alias("fate"), excluded
+        )
+        .agg(summed)
+    )
+    kept = (
+        query.rows.where(once)
+        .groupBy(F.lit("matched").alias("stage"), F.col("Directionality").alias("fate"), excluded)
+        .agg(summed)
+    )
     rows = read.unionByName(kept).collect()  # a handful of rows (reasons x directions x 2)
 
     def total(stage: str, fate: str | None = None, is_excluded: bool | None = None) -> int:
@@ -267,18 +269,23 @@ class AuditRecord:
         )
 
 
-def append_audit(spark: SparkSession, output_root: str, record: AuditRecord) -> None:
-    """Append ``record`` to ``<output_root>/run_audit`` (one Delta commit; table made if absent)."""
+def append_audit(
+    spark: SparkSession, output_root: str, record: AuditRecord, exists: bool | None = None
+) -> None:
+    """Append ``record`` to ``<output_root>/run_audit`` (one Delta commit; table made if absent).
+
+    ``exists``: whether the run's check found the table (``None``: check now)."""
     df = spark.createDataFrame([record.as_tuple()], AUDIT_SCHEMA)  # one row
-    append(df, table_path(output_root, AUDIT_TABLE))
+    append(df, table_path(output_root, AUDIT_TABLE), exists=exists)
 
 
 @dataclass
 class RunAudit:
     """Collects one run's audit row as the run goes; ``finish`` appends it.
 
-    Made before any work: it refuses (``ConfigError``) an output root whose ``run_audit`` is not
-    fwpolicy's, so a refused run writes nothing.
+    Made before any work, after the run checked its output tables (``sink.check_outputs``),
+    which refuses an output root whose ``run_audit`` is not fwpolicy's: ``table_exists`` is
+    what that check found.
     """
 
     spark: SparkSession
@@ -289,12 +296,12 @@ class RunAudit:
     source_version: int | None = None
     source_files: int | None = None
     counts: AuditCounts | None = None
+    table_exists: bool | None = None
     _began: float = field(default_factory=time.monotonic, repr=False)
 
     def __post_init__(self) -> None:
         if self.command not in COMMANDS:
             raise ValueError(f"command must be one of {COMMANDS}, got {self.command!r}")
-        ensure_owned(self.spark, self.path)
 
     @property
     def path(self) -> str:
@@ -303,7 +310,7 @@ class RunAudit:
     @property
     def commit_tag(self) -> str:
         """``userMetadata`` for the run's Delta commits: ``DESCRIBE HISTORY`` links them to
-        its ``run_audit`` row, and ``pipeline.written_rows`` finds the run's own commit."""
+        its ``run_audit`` row."""
         return f"fwpolicy {self.command} {self.run_id}"
 
     def read(self, events: DataFrame) -> None:
@@ -312,12 +319,10 @@ class RunAudit:
             self.spark, self.spec.source, self.spec.source_format, events
         )
 
-    def count(
-        self, conns: DataFrame, cfg: PolicyConfig | None = None, matched: DataFrame | None = None
-    ) -> AuditCounts:
-        """Count the fates of the rows read (``conns`` persisted; see ``audit_counts``)."""
-        self.counts = audit_counts(conns, cfg or self.spec.policy, matched)
-        if not self.counts.balanced:  # cannot happen unless classify changes; say so loudly
+    def count(self, query: SeedQuery) -> AuditCounts:
+        """Count the fates of the rows read (the query persisted; see ``audit_counts``)."""
+        self.counts = audit_counts(query)
+        if not self.counts.balanced:  # cannot happen unless the seed query changes; say so loudly
             log.warning(
                 "run_audit: %d rows read but %d accounted for", self.counts.rows_read, self.counts.accounted
             )
@@ -358,7 +363,8 @@ class RunAudit:
         if self.counts is None and status == "succeeded":
             self.counts = AuditCounts.empty()
         record = self.record(rows_written, status)
-        append_audit(self.spark, self.spec.output, record)
+        append_audit(self.spark, self.spec.output, record, self.table_exists)
+        self.table_exists = True
         log.info("%s", record.summary())
         return record
 

@@ -577,7 +577,7 @@ def render(rules: RuleSet) -> str:
 
 
 def policy_path(output_root: str) -> str:
-    from fwpolicy.sink import table_path
+    from fwpolicy.io.sink import table_path
 
     return table_path(output_root, POLICY_TABLE)
 

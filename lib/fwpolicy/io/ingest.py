@@ -60,7 +60,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from fwpolicy.config import ConfigError
-from fwpolicy.source import SourceError, path_exists
+from fwpolicy.io.source import SourceError, path_exists
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,12 @@ fleet for unit tests and demos, and tens of millions of rows for the benchmark. 
 them with Spark alone, so the benchmark data is produced as fast as Spark can write it.
 
 The fleet has Windows (about 80%) and Linux devices, each running a mix of programs from the
-catalog below: listening system services, servers on a subset of devices, browsers and per-user
-applications going outbound, a few rare programs in odd folders, and the noise that real exports
-carry (loopback, link-local, self connections, upper-case and ``\\\\?\\`` paths, nulls, empty
-``RemoteIPType``, IPv4-mapped IPv6 addresses, Linux ephemeral ports below 49152).
+catalog in ``catalogue.yaml`` beside this module: listening system services, servers on a subset of
+devices, browsers and per-user applications going outbound, a few rare programs in odd folders.
+The catalog is data so that the fleet can be read and changed without reading this code, which
+adds the noise that real exports carry (loopback, link-local, self connections, upper-case and
+``\\\\?\\`` paths, nulls, empty ``RemoteIPType``, IPv4-mapped IPv6 addresses, Linux ephemeral
+ports below 49152).
 
 Why hashing and not ``rand()``: every random draw is ``xxhash64(key, seed, salt)`` of a stable key
 (the row ``id`` from ``spark.range`` for per-event draws; the device index, the program or a pool
@@ -22,14 +24,20 @@ row ``id`` encodes ``((day * devices) + device) * events_per_device_day + slot``
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
+import io
 import json
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
+from importlib import resources
+from typing import Any
 
+import yaml
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -60,28 +68,30 @@ WRITE_FORMATS = ("parquet", "delta")
 
 
 # --------------------------------------------------------------------------------------------
-# Catalog (data)
+# Catalog (the data is in catalogue.yaml)
 # --------------------------------------------------------------------------------------------
 
 
 _SYSTEM32 = "C:\\Windows\\System32\\"
 _UPPER_SYSTEM32 = "C:\\WINDOWS\\system32\\"
 _LEGACY_PROFILES = "c:\\documents and settings\\"
+_OSES = ("windows", "linux")  # each has a fallback program; the device column ``linux`` tells them apart
+
+
+class Peers(IntEnum):
+    """Catalog ``peers``, as stored in the catalog column."""
+
+    PUBLIC = 0
+    PRIVATE = 1
+    MIXED = 2
 
 
 @dataclass(frozen=True)
 class Program:
-    """One program of the simulated fleet.
+    """One program of the simulated fleet: an entry of ``programs`` in catalogue.yaml.
 
-    ``path`` is the full ``InitiatingProcessFolderPath``; ``{u}`` stands for the device's user.
-    ``direction`` "out" programs initiate connections to ``ports`` (the first one is the usual
-    one); "in" programs listen on ``ports`` and accept connections from ``peers``.
-    ``weight`` is the program's relative share of the events of a device of its OS that runs it;
-    ``share`` is the fraction of that OS's devices that run it (the others get the OS's fallback
-    program for those events). ``pool`` is the number of distinct remote IPs fleet-wide (for
-    "in" programs with public peers: distinct public clients). ``peers``: "public", "private"
-    (domain controllers for "out", fleet devices for "in") or "mixed" (half each, "in" only).
-    ``port_range`` = (lo, hi, p): with probability p the port is drawn from [lo, hi] instead.
+    The fields are those of the file, whose header says what each one means; ``port_range`` is
+    (lo, hi, share), ``cmd`` defaults to ``path``.
     """
 
     os: str
@@ -136,356 +146,201 @@ CATALOG_TYPE = (
 )
 
 
-_MS = ("login.microsoftonline.com", "graph.microsoft.com", "officecdn.microsoft.com")
-_WEB = ("www.google.com", "www.bing.com", "github.com", "en.wikipedia.org", "cdn.jsdelivr.net")
+@dataclass(frozen=True)
+class Catalog:
+    """The content of catalogue.yaml, validated."""
 
-CATALOG: tuple[Program, ...] = (
-    # --- Windows: listening system services and servers -----------------------------------
-    Program(
-        "windows",
-        "C:\\Windows\\System32\\svchost.exe",
-        "in",
-        40,
-        (135, 445, 3389),
-        peers="private",
-        cmd="C:\\Windows\\system32\\svchost.exe -k RPCSS -p",
-    ),
-    Program(
-        "windows",
-        "C:\\Program Files\\Microsoft SQL Server\\MSSQL16.MSSQLSERVER\\MSSQL\\Binn\\sqlservr.exe",
-        "in",
-        150,
-        (1433,),
-        share=0.04,
-        peers="private",
-        cmd='"C:\\Program Files\\Microsoft SQL Server\\MSSQL16.MSSQLSERVER\\MSSQL\\Binn'
-        '\\sqlservr.exe" -sMSSQLSERVER',
-    ),
-    Program(
-        "windows",
-        "C:\\Program Files\\Apache Software Foundation\\Tomcat 9.0\\bin\\tomcat9.exe",
-        "in",
-        100,
-        (8080,),
-        pool=400,
-        share=0.02,
-        peers="mixed",
-        cmd='"C:\\Program Files\\Apache Software Foundation\\Tomcat 9.0\\bin\\tomcat9.exe" //RS//Tomcat9',
-    ),
-    # --- Windows: outbound -------------------------------------------------------------------
-    Program(
-        "windows",
-        "C:\\Program Files\\Google\\Chrome\\Application\\chrome.exe",
-        "out",
-        220,
-        (443, 80),
-        pool=3000,
-        hosts=_WEB,
-        cmd='"C:\\Program Files\\Google\\Chrome\\Application\\chrome.exe" --type=utility '
-        "--utility-sub-type=network.mojom.NetworkService",
-    ),
-    Program(
-        "windows",
-        "C:\\Program Files (x86)\\Microsoft\\Edge\\Application\\msedge.exe",
-        "out",
-        150,
-        (443, 80),
-        pool=2000,
-        hosts=_WEB + _MS,
-        cmd='"C:\\Program Files (x86)\\Microsoft\\Edge\\Application\\msedge.exe" --type=utility',
-    ),
-    Program(
-        "windows",
-        "C:\\Users\\{u}\\AppData\\Local\\Microsoft\\Teams\\current\\Teams.exe",
-        "out",
-        90,
-        (443, 3478, 3479, 3480, 3481),
-        pool=400,
-        port_range=(50000, 50059, 0.2),
-        hosts=("teams.microsoft.com", *_MS),
-        cmd='"C:\\Users\\{u}\\AppData\\Local\\Microsoft\\Teams\\current\\Teams.exe"',
-    ),
-    Program(
-        "windows",
-        "C:\\Users\\{u}\\AppData\\Local\\Microsoft\\OneDrive\\OneDrive.exe",
-        "out",
-        60,
-        (443,),
-        pool=200,
-        hosts=("onedrive.live.com", "api.onedrive.com"),
-        cmd='"C:\\Users\\{u}\\AppData\\Local\\Microsoft\\OneDrive\\OneDrive.exe" /background',
-    ),
-    Program(
-        "windows",
-        "C:\\Users\\{u}\\AppData\\Roaming\\Zoom\\bin\\Zoom.exe",
-        "out",
-        40,
-        (443, 8801, 8802, 8803),
-        pool=150,
-        share=0.35,
-        hosts=("zoom.us",),
-        cmd='"C:\\Users\\{u}\\AppData\\Roaming\\Zoom\\bin\\Zoom.exe"',
-    ),
-    Program(
-        "windows",
-        "C:\\Users\\{u}\\AppData\\Local\\slack\\app-4.41.97\\slack.exe",
-        "out",
-        30,
-        (443,),
-        pool=120,
-        share=0.25,
-        hosts=("slack.com", "edgeapi.slack.com"),
-        cmd='"C:\\Users\\{u}\\AppData\\Local\\slack\\app-4.41.97\\slack.exe"',
-    ),
-    Program(
-        "windows",
-        "C:\\Program Files\\Microsoft Office\\root\\Office16\\OUTLOOK.EXE",
-        "out",
-        50,
-        (443,),
-        pool=300,
-        hosts=("outlook.office365.com", *_MS),
-        cmd='"C:\\Program Files\\Microsoft Office\\root\\Office16\\OUTLOOK.EXE"',
-    ),
-    Program(
-        "windows",
-        "C:\\Windows\\System32\\svchost.exe",
-        "out",
-        80,
-        (443, 80),
-        pool=800,
-        hosts=("windowsupdate.com", "dl.delivery.mp.microsoft.com", "ctldl.windowsupdate.com"),
-        cmd="C:\\Windows\\system32\\svchost.exe -k netsvcs -p -s wuauserv",
-    ),
-    Program(
-        "windows",
-        "C:\\Windows\\System32\\svchost.exe",
-        "out",
-        50,
-        (53, 88, 389, 445, 135),
-        pool=6,
-        peers="private",
-        port_range=(49152, 65535, 0.25),
-        cmd="C:\\Windows\\system32\\svchost.exe -k NetworkService -p -s Dnscache",
-    ),
-    Program(
-        "windows",
-        "C:\\Windows\\System32\\lsass.exe",
-        "out",
-        10,
-        (88, 389, 636),
-        pool=6,
-        peers="private",
-        cmd="C:\\Windows\\system32\\lsass.exe",
-    ),
-    Program(
-        "windows",
-        "C:\\ProgramData\\Microsoft\\Windows Defender\\Platform\\4.18.24090.11-0\\MsMpEng.exe",
-        "out",
-        40,
-        (443,),
-        pool=150,
-        hosts=("wdcp.microsoft.com", "go.microsoft.com"),
-        cmd='"C:\\ProgramData\\Microsoft\\Windows Defender\\Platform\\4.18.24090.11-0\\MsMpEng.exe"',
-    ),
-    Program(
-        "windows",
-        "C:\\Program Files\\Windows Defender Advanced Threat Protection\\MsSense.exe",
-        "out",
-        30,
-        (443,),
-        pool=60,
-        hosts=("winatp-gw-eus.microsoft.com",),
-        cmd='"C:\\Program Files\\Windows Defender Advanced Threat Protection\\MsSense.exe"',
-    ),
-    Program(
-        "windows",
-        "C:\\Program Files (x86)\\Microsoft\\EdgeUpdate\\MicrosoftEdgeUpdate.exe",
-        "out",
-        10,
-        (443, 80),
-        pool=40,
-        hosts=("msedge.api.cdp.microsoft.com",),
-        cmd='"C:\\Program Files (x86)\\Microsoft\\EdgeUpdate\\MicrosoftEdgeUpdate.exe" /ua '
-        "/installsource scheduler",
-    ),
-    Program(
-        "windows",
-        "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe",
-        "out",
-        5,
-        (443,),
-        pool=50,
-        share=0.2,
-        hosts=("www.powershellgallery.com",),
-        cmd="powershell.exe -NoProfile -ExecutionPolicy Bypass",
-    ),
-    # --- Windows: rare programs in odd folders, on very few devices ----------------------------
-    Program(
-        "windows",
-        "C:\\Users\\Public\\svc.exe",
-        "out",
-        40,
-        (4444,),
-        pool=2,
-        share=0.002,
-        cmd="C:\\Users\\Public\\svc.exe",
-    ),
-    Program(
-        "windows",
-        "C:\\Users\\{u}\\Downloads\\invoice.exe",
-        "out",
-        40,
-        (8081, 443),
-        pool=3,
-        share=0.003,
-        cmd='"C:\\Users\\{u}\\Downloads\\invoice.exe"',
-    ),
-    Program(
-        "windows",
-        "C:\\$Recycle.Bin\\x.exe",
-        "out",
-        40,
-        (4444, 8443),
-        pool=2,
-        share=0.001,
-        cmd="C:\\$Recycle.Bin\\x.exe -c",
-    ),
-    Program(
-        "windows",
-        "C:\\ProgramData\\upd.exe",
-        "out",
-        40,
-        (8081,),
-        pool=3,
-        share=0.002,
-        cmd="C:\\ProgramData\\upd.exe /silent",
-    ),
-    # --- Linux: listeners and servers ------------------------------------------------------------
-    Program(
-        "linux",
-        "/usr/sbin/sshd",
-        "in",
-        80,
-        (22,),
-        peers="private",
-        cmd="sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups",
-    ),
-    Program(
-        "linux",
-        "/usr/sbin/nginx",
-        "in",
-        250,
-        (80, 443),
-        pool=2000,
-        share=0.3,
-        peers="mixed",
-        cmd="nginx: worker process",
-    ),
-    Program(
-        "linux",
-        "/usr/lib/postgresql/14/bin/postgres",
-        "in",
-        150,
-        (5432,),
-        share=0.1,
-        peers="private",
-        cmd="/usr/lib/postgresql/14/bin/postgres -D /var/lib/postgresql/14/main",
-    ),
-    # --- Linux: outbound ------------------------------------------------------------------------
-    Program(
-        "linux",
-        "/usr/bin/curl",
-        "out",
-        150,
-        (443, 80),
-        pool=500,
-        hosts=_WEB,
-        cmd="curl -fsSL https://example.org/health",
-    ),
-    Program(
-        "linux",
-        "/usr/lib/apt/methods/http",
-        "out",
-        80,
-        (80, 443),
-        pool=40,
-        hosts=("deb.debian.org", "security.debian.org", "archive.ubuntu.com"),
-        cmd="/usr/lib/apt/methods/http",
-    ),
-    Program(
-        "linux",
-        "/usr/bin/python3.10",
-        "out",
-        100,
-        (443,),
-        pool=300,
-        hosts=("pypi.org", *_WEB),
-        cmd="/usr/bin/python3.10 /opt/app/worker.py",
-    ),
-    Program(
-        "linux",
-        "/usr/lib/systemd/systemd-resolved",
-        "out",
-        100,
-        (53,),
-        pool=4,
-        peers="private",
-        cmd="/usr/lib/systemd/systemd-resolved",
-    ),
-    Program(
-        "linux",
-        "/usr/sbin/chronyd",
-        "out",
-        30,
-        (123,),
-        pool=20,
-        hosts=("pool.ntp.org",),
-        cmd="/usr/sbin/chronyd -F 1",
-    ),
-    Program(
-        "linux",
-        "/opt/microsoft/mdatp/sbin/wdavdaemon",
-        "out",
-        60,
-        (443,),
-        pool=80,
-        hosts=("winatp-gw-eus.microsoft.com",),
-        cmd="/opt/microsoft/mdatp/sbin/wdavdaemon",
-    ),
-    Program(
-        "linux",
-        "/usr/lib/jvm/java-17-openjdk-amd64/bin/java",
-        "out",
-        60,
-        (443, 9092, 5432),
-        pool=200,
-        share=0.3,
-        cmd="java -jar /opt/app/service.jar",
-    ),
-    # --- Linux: rare ---------------------------------------------------------------------------------
-    Program("linux", "/tmp/.x/kworker", "out", 40, (4444, 1337), pool=2, share=0.004, cmd="[kworker/0:2]"),
-)
+    programs: tuple[Program, ...]
+    fallback_path: dict[str, str]
+    user_names: tuple[str, ...]
+    public_first_octets: tuple[int, ...]
+    udp_port_ranges: tuple[tuple[int, int], ...]
 
+
+class CatalogError(ValueError):
+    """catalogue.yaml is malformed; the message names the file and the entry."""
+
+
+class _Invalid(Exception):
+    """Why a value is malformed; ``_reporting`` adds the file and the entry to make a CatalogError."""
+
+
+_TOP_KEYS = ("host_groups", "programs", "fallback", "user_names", "public_first_octets", "udp_port_ranges")
+_REQUIRED_PROGRAM_KEYS = ("os", "direction", "path", "weight", "ports")
+_PROGRAM_KEYS = (*_REQUIRED_PROGRAM_KEYS, "cmd", "share", "port_range", "pool", "peers", "hosts")
+_INT_MAX = 2**31 - 1  # the catalog column stores ints
+_PRIVATE_POOL_MAX = 245  # private peers of "out" programs are 10.0.0.10 + slot
+
+
+@contextlib.contextmanager
+def _reporting(source: str, where: str) -> Iterator[None]:
+    try:
+        yield
+    except _Invalid as e:
+        raise CatalogError(f"{source}: {where}: {e}") from None
+
+
+def _integer(value: Any, what: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise _Invalid(f"{what} must be an integer in [{lo}, {hi}], got {value!r}")
+    return value
+
+
+def _fraction(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise _Invalid(f"{what} must be a number in (0, 1], got {value!r}")
+    return float(value)
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        # YAML reads a bare no, on, 1.0 or 2024-01-01 as a boolean, number or date.
+        hint = " (quote it)" if isinstance(value, bool | int | float | dt.date) else ""
+        raise _Invalid(f"{what} must be a non-empty string, got {value!r}{hint}")
+    return value
+
+
+def _items(value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list) or not value:
+        raise _Invalid(f"{what} must be a non-empty list, got {value!r}")
+    return value
+
+
+def _choice(value: Any, what: str, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise _Invalid(f"{what} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _keys(raw: Any, allowed: tuple[str, ...], required: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise _Invalid(f"expected a mapping with keys {', '.join(allowed)}, got {raw!r}")
+    unknown = [str(k) for k in raw if k not in allowed]
+    if unknown:
+        raise _Invalid(f"unknown key(s) {', '.join(unknown)}; expected {', '.join(allowed)}")
+    missing = [k for k in required if k not in raw]
+    if missing:
+        raise _Invalid(f"missing key(s) {', '.join(missing)}")
+    return raw
+
+
+def _parse_program(raw: Any) -> Program:
+    raw = _keys(raw, _PROGRAM_KEYS, _REQUIRED_PROGRAM_KEYS)
+    path = _text(raw["path"], "path")
+    cmd = _text(raw.get("cmd", path), "cmd")
+    for what, text in (("path", path), ("cmd", cmd)):
+        if text.count("{u}") > 1:
+            raise _Invalid(f"{what} may hold {{u}} once, got {text!r}")
+    direction = _choice(raw["direction"], "direction", ("in", "out"))
+    peers = _choice(raw.get("peers", "public"), "peers", tuple(p.name.lower() for p in Peers))
+    if peers == "mixed" and direction == "out":
+        raise _Invalid("peers 'mixed' is for direction 'in' only")
+    pool = _integer(raw.get("pool", 1), "pool", 1, _INT_MAX)
+    if peers == "private" and pool > _PRIVATE_POOL_MAX:
+        raise _Invalid(
+            f"pool must be at most {_PRIVATE_POOL_MAX} for private peers (10.0.0.10 + slot), got {pool}"
+        )
+    port_range = None
+    if "port_range" in raw:
+        spec = raw["port_range"]
+        if not isinstance(spec, dict) or set(spec) != {"lo", "hi", "share"}:
+            raise _Invalid(f"port_range must be a mapping with the keys lo, hi, share, got {spec!r}")
+        lo = _integer(spec["lo"], "port_range lo", 1, 65535)
+        hi = _integer(spec["hi"], "port_range hi", lo, 65535)
+        port_range = (lo, hi, _fraction(spec["share"], "port_range share"))
+    hosts: list[str] = []
+    for item in _items(raw["hosts"], "hosts") if "hosts" in raw else ():
+        # An alias of a host group is a list: its hosts go in its place.
+        hosts.extend(_text(host, "a host") for host in (item if isinstance(item, list) else [item]))
+    return Program(
+        os=_choice(raw["os"], "os", _OSES),
+        path=path,
+        direction=direction,
+        weight=_integer(raw["weight"], "weight", 1, _INT_MAX),
+        ports=tuple(_integer(port, "a port", 1, 65535) for port in _items(raw["ports"], "ports")),
+        pool=pool,
+        share=_fraction(raw.get("share", 1.0), "share"),
+        peers=peers,
+        port_range=port_range,
+        hosts=tuple(hosts),
+        cmd=cmd,
+    )
+
+
+def parse_catalog(text: str, source: str) -> Catalog:
+    """The catalog in the YAML ``text``, validated; ``source`` names the file in CatalogError."""
+    stream = io.StringIO(text)
+    stream.name = source  # YAML's own messages then name the file too
+    try:
+        loaded = yaml.safe_load(stream)
+    except yaml.YAMLError as e:
+        raise CatalogError(f"{source}: not valid YAML: {e}") from e
+    with _reporting(source, "top level"):
+        loaded = _keys(loaded, _TOP_KEYS, _TOP_KEYS[1:])
+    with _reporting(source, "host_groups"):
+        # Only their anchors are used (by hosts), but a typo here would surface far from its cause.
+        groups = loaded.get("host_groups") or {}
+        if not isinstance(groups, dict):
+            raise _Invalid(f"expected a mapping of group names to lists of hosts, got {groups!r}")
+        for name, hosts in groups.items():
+            for j, host in enumerate(_items(hosts, f"group {name}"), start=1):
+                _text(host, f"host {j} of group {name}")
+    with _reporting(source, "programs"):
+        entries = _items(loaded["programs"], "the value")
+    programs = []
+    for i, raw in enumerate(entries, start=1):
+        label = f" ({raw['path']})" if isinstance(raw, dict) and isinstance(raw.get("path"), str) else ""
+        with _reporting(source, f"program {i}{label}"):
+            programs.append(_parse_program(raw))
+    with _reporting(source, "fallback"):
+        fallback = _keys(loaded["fallback"], _OSES, _OSES)
+        for os_name in _OSES:
+            if not any(p.os == os_name and p.path == fallback[os_name] for p in programs):
+                raise _Invalid(f"{os_name}: {fallback[os_name]!r} is not the path of a {os_name} program")
+    with _reporting(source, "user_names"):
+        names = _items(loaded["user_names"], "the value")
+        users = tuple(_text(u, f"name {j}") for j, u in enumerate(names, start=1))
+    with _reporting(source, "public_first_octets"):
+        values = _items(loaded["public_first_octets"], "the value")
+        octets = tuple(_integer(o, f"octet {j}", 1, 223) for j, o in enumerate(values, start=1))
+        if {10, 127} & set(octets):
+            raise _Invalid("10 and 127 are private and loopback blocks, not public ones")
+    with _reporting(source, "udp_port_ranges"):
+        ranges = []
+        for j, pair in enumerate(_items(loaded["udp_port_ranges"], "the value"), start=1):
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise _Invalid(f"range {j} must be a [lo, hi] pair, got {pair!r}")
+            lo = _integer(pair[0], f"range {j} lo", 1, 65535)
+            ranges.append((lo, _integer(pair[1], f"range {j} hi", lo, 65535)))
+    return Catalog(
+        programs=tuple(programs),
+        fallback_path={os_name: fallback[os_name] for os_name in _OSES},
+        user_names=users,
+        public_first_octets=octets,
+        udp_port_ranges=tuple(ranges),
+    )
+
+
+def load_catalog() -> Catalog:
+    """The catalogue.yaml shipped beside this module (a package resource, so it is in the wheel)."""
+    resource = resources.files(__package__) / "catalogue.yaml"
+    try:
+        text = resource.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CatalogError(
+            f"{resource}: not found; the package was built without it (see package-data in pyproject.toml)"
+        ) from None
+    return parse_catalog(text, str(resource))
+
+
+# Loaded once, at import: the steps below read these as constants.
+_CATALOG = load_catalog()
+CATALOG = _CATALOG.programs
 # Events of a program that a device does not run go to its OS's fallback program.
-FALLBACK_PATH = {
-    "windows": "C:\\Program Files\\Google\\Chrome\\Application\\chrome.exe",
-    "linux": "/usr/bin/curl",
-}
-
-# Profile names: one-letter ones (a quirk of the KQL alias), mixed case, a non-ASCII one.
-# fmt: off
-USER_NAMES = (
-    "a", "b", "J", "x", "bob", "Alice", "jdoe", "JSmith", "maria.garcia", "Li.Wei", "o.mueller",
-    "KLee", "Administrator", "svc_build", "zoë", "Tom.Baker",
-)
-# fmt: on
-
-# First octets of public blocks used for simulated Internet peers (no private/reserved ones).
-PUBLIC_FIRST_OCTETS = (13, 20, 23, 34, 35, 40, 52, 54, 104, 142, 151, 157, 185, 199, 204)
-
-# Ports whose traffic is UDP (DNS, NTP, NetBIOS, mDNS, Teams media), as inclusive ranges.
-UDP_PORT_RANGES = ((53, 53), (123, 123), (137, 137), (3478, 3481), (5353, 5353), (50000, 50059))
+FALLBACK_PATH = _CATALOG.fallback_path
+USER_NAMES = _CATALOG.user_names
+PUBLIC_FIRST_OCTETS = _CATALOG.public_first_octets  # of the simulated Internet peers
+UDP_PORT_RANGES = _CATALOG.udp_port_ranges  # inclusive ranges of the ports whose traffic is UDP
 
 LEGACY_PROFILE_SHARE = 0.02  # devices whose profiles are c:\documents and settings\<u>\
 UPPER_WINDIR_SHARE = 0.1  # devices reporting C:\WINDOWS\system32\...
@@ -562,14 +417,6 @@ class Noise(IntEnum):
     LOOPBACK = 1
     LINK_LOCAL = 2
     SELF = 3  # RemoteIP == LocalIP
-
-
-class Peers(IntEnum):
-    """Catalog ``peers``, as stored in the catalog column."""
-
-    PUBLIC = 0
-    PRIVATE = 1
-    MIXED = 2
 
 
 # --------------------------------------------------------------------------------------------

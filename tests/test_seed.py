@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pyspark.sql import functions as F
 
-from fwpolicy.classify import (
+from fwpolicy.config import PolicyConfig
+from fwpolicy.query.seed import (
     DEVICE,
     INBOUND_DETAIL,
     OUTBOUND,
+    PATH,
     SERVER_KEY,
-    connections,
-    match_server_keys,
+    connection_table,
+    direction,
+    firewall_policy,
+    matched_rows,
+    normalize_nulls,
+    removal_reason,
     server_keys,
+    where_clauses,
 )
-from fwpolicy.config import PolicyConfig
-from fwpolicy.pipeline import build_policy
 
 from helpers import DAY, NEXT_DAY, event, events_df, policy_dict
 from kql_reference import reference_policy
@@ -85,7 +92,7 @@ ROWS = [
 
 @pytest.fixture(scope="module")
 def conns(spark):
-    return connections(events_df(spark, ROWS), PolicyConfig()).cache()
+    return connection_table(where_clauses(events_df(spark, ROWS), PolicyConfig())).cache()
 
 
 def test_server_keys_are_the_listening_and_accepting_ports(conns):
@@ -94,7 +101,7 @@ def test_server_keys_are_the_listening_and_accepting_ports(conns):
 
 
 def test_semi_join_keeps_only_keyed_inbound_rows(conns):
-    matched = match_server_keys(conns, PolicyConfig()).where(F.col("Directionality") == "Inbound")
+    matched = matched_rows(conns, PolicyConfig()).where(F.col("Directionality") == "Inbound")
     # An inbound event is counted once, in INBOUND_DETAIL, with its server key and remote IP.
     assert {r["Facet"] for r in matched.collect()} == {INBOUND_DETAIL}
     got = sorted((r["DeviceId"], r["Port"], r["RemoteIP"], r["Connections"]) for r in matched.collect())
@@ -102,19 +109,36 @@ def test_semi_join_keeps_only_keyed_inbound_rows(conns):
     assert got == [("d1", 445, "", 3), ("d1", 1433, "", 1)]
 
 
-def test_outbound_anti_join_can_never_match(conns):
+def outbound_events(spark, cfg):
+    """The outbound leg as the seed query reads it: events, each with its own ``LocalPort``
+    (the reduced table folds ports: an outbound row's ``Port`` is its ``RemotePort``)."""
+    events = normalize_nulls(events_df(spark, ROWS)).withColumn("Rejected", F.lit(None).cast("string"))
+    fates = events.withColumn("Directionality", direction(cfg)).withColumn("Removed", removal_reason())
+    return fates.where((F.col("Directionality") == OUTBOUND) & F.col("Removed").isNull())
+
+
+def test_outbound_anti_join_can_never_match(spark, conns):
     # KQL: outbound | join kind=leftanti ServerConnections on DeviceId, path, LocalPort.
-    # Every server key has LocalPort < E, every outbound row LocalPort >= E. Show it on the data:
-    # join outbound rows on their *local* port (as KQL does) and find nothing to remove.
+    # The code does not perform it (seed.outbound_leg): every server key has LocalPort < E and
+    # every outbound row LocalPort >= E. Perform it here, on events of the same devices and
+    # programs that both listen and connect out, so that a wrong claim would show.
     cfg = PolicyConfig()
-    keys = server_keys(conns).select(
-        "DeviceId", "InitiatingProcessFolderPath", F.col("Port").alias("LocalPort")
-    )
+    keys = server_keys(conns).select("DeviceId", PATH, F.col("Port").alias("LocalPort"))
     assert keys.where(F.col("LocalPort") >= cfg.ephemeral_start).count() == 0
-    outbound = conns.where((F.col("Directionality") == OUTBOUND) & (F.col("Facet") == DEVICE))
+    outbound = outbound_events(spark, cfg)
     assert outbound.count() == 2
-    # An outbound row's LocalPort is >= E by construction of its leg, so no key can equal it.
-    assert outbound.where(F.col("Removed").isNotNull()).count() == 0
+    # The data can trip a wrong join: on (DeviceId, path) alone every outbound event meets a
+    # key of its own program and device, and on the folded port (RemotePort 445 and 1433,
+    # the ports those programs listen on) the anti join would remove both.
+    assert outbound.join(keys.drop("LocalPort"), on=["DeviceId", PATH], how="inner").count() == 2
+    folded = outbound.withColumn("LocalPort", F.col("RemotePort"))
+    assert folded.join(keys, on=["DeviceId", PATH, "LocalPort"], how="left_anti").count() == 0
+    # The seed's own join, on each event's LocalPort before the ports are folded, removes nothing.
+    kept = outbound.join(keys, on=["DeviceId", PATH, "LocalPort"], how="left_anti")
+    assert kept.count() == outbound.count()
+    # And the code keeps exactly those events in its outbound leg (DEVICE rows count each once).
+    legs = matched_rows(conns, cfg).where((F.col("Directionality") == OUTBOUND) & (F.col("Facet") == DEVICE))
+    assert legs.agg(F.sum("Connections")).first()[0] == kept.count()
 
 
 @pytest.mark.parametrize("strategy", ["broadcast", "shuffle", "auto"])
@@ -123,11 +147,16 @@ def test_join_strategies_give_identical_results(spark, spark_conf, strategy):
     spark_conf("spark.sql.adaptive.enabled", "false")
     spark_conf("spark.sql.autoBroadcastJoinThreshold", "-1" if strategy == "auto" else "10485760")
     cfg = PolicyConfig(server_keys_join=strategy)
-    df = build_policy(events_df(spark, ROWS), cfg, DAY, NEXT_DAY)
+    df = firewall_policy(events_df(spark, ROWS), cfg, DAY, NEXT_DAY)
     plan = df._jdf.queryExecution().executedPlan().toString()
+    # The server-key join is the one on SERVER_KEY; the plan has other joins (the alias table
+    # is always broadcast, the summary's branches meet in left joins), so match it by its keys.
+    key = r"\[Directionality#\d+, DeviceId#\d+, InitiatingProcessFolderPath#\d+, Port#\d+\]"
+    broadcast = re.compile(rf"BroadcastHashJoin {key}, {key}, LeftOuter")
+    merge = re.compile(rf"SortMergeJoin {key}, {key}, LeftOuter")
     if strategy == "broadcast":
-        assert "BroadcastHashJoin" in plan and "LeftOuter" in plan
+        assert broadcast.search(plan) and not merge.search(plan)
     else:
         # auto with broadcasting disabled stands for keys too large to broadcast.
-        assert "SortMergeJoin [Directionality" in plan
+        assert merge.search(plan) and not broadcast.search(plan)
     assert policy_dict(df) == reference_policy(ROWS)

@@ -1,0 +1,1 @@
+"""What reviewers read beyond the seed query: benign-traffic rules, hunting, rule exports."""

@@ -1,0 +1,1 @@
+"""The runs that orchestrate the query and the review tables: run, nightly, audit, demo data."""
