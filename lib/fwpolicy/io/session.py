@@ -80,7 +80,7 @@ def local_builder(master: str = "local[*]", app_name: str = "fwpolicy") -> Spark
         # The .crc beside each commit costs a Spark job per commit and serves only validation.
         .config("spark.databricks.delta.writeChecksumFile.enabled", "false")
         .config("spark.sql.shuffle.partitions", str(max(4, (os.cpu_count() or 2) * 2)))
-        .config("spark.driver.memory", os.environ.get("FWPOLICY_DRIVER_MEMORY", "6g"))
+        .config("spark.driver.memory", os.environ.get("FWPOLICY_DRIVER_MEMORY", "3g"))
     )
     jars = local_delta_jars()
     if jars:
