@@ -60,7 +60,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from fwpolicy.config import ConfigError
-from fwpolicy.io.source import SourceError, path_exists
+from fwpolicy.io.source import SourceError
+from fwpolicy.io.storage import list_names, overlaps, path_exists
 
 log = logging.getLogger(__name__)
 
@@ -264,29 +265,11 @@ def bronze_rows(records: DataFrame) -> DataFrame:
     )
 
 
-def _overlaps(a: str, b: str) -> bool:
-    """Whether one path is inside (or equal to) the other."""
-    import os.path
-
-    if "://" in a or "://" in b:
-        x, y = a.rstrip("/") + "/", b.rstrip("/") + "/"
-    else:
-        x, y = os.path.realpath(a) + os.sep, os.path.realpath(b) + os.sep
-    return x.startswith(y) or y.startswith(x)
-
-
-def _is_empty_dir(spark: SparkSession, path: str) -> bool:
-    jvm = spark.sparkContext._jvm
-    hpath = jvm.org.apache.hadoop.fs.Path(path)
-    fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    return bool(fs.getFileStatus(hpath).isDirectory()) and len(fs.listStatus(hpath)) == 0
-
-
 def check_table(spark: SparkSession, path: str) -> bool:
     """Whether a bronze table exists at ``path``; an error if something else is there."""
     from delta.tables import DeltaTable
 
-    if not path_exists(spark, path) or _is_empty_dir(spark, path):
+    if not path_exists(spark, path) or list_names(spark, path) == []:  # absent, or an empty directory
         return False
     if not DeltaTable.isDeltaTable(spark, path):
         raise ConfigError(f"output {path} exists and is not a Delta table; choose another path")
@@ -345,7 +328,7 @@ def ingest(spark: SparkSession, source: str, output: str) -> IngestResult:
     spark.conf.set("spark.sql.session.timeZone", "UTC")  # zone-less times are UTC
     if not path_exists(spark, source):
         raise SourceError(f"source not found: {source}")
-    if _overlaps(output, source):
+    if overlaps(output, source):
         raise ConfigError(
             f"output {output} and source {source} overlap; the table must live outside the export"
         )

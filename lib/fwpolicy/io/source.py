@@ -15,6 +15,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from fwpolicy.io.storage import path_exists
+
 log = logging.getLogger(__name__)
 
 # Columns the query reads, with the type it computes on. Other columns are ignored.
@@ -42,14 +44,6 @@ _SCALAR = (T.StringType, T.BooleanType, *_INTEGRAL, T.FloatType, T.DoubleType, T
 
 class SourceError(ValueError):
     """The source cannot be read as DeviceNetworkEvents; the message says where and why."""
-
-
-def path_exists(spark: SparkSession, path: str) -> bool:
-    """Ask the Hadoop FileSystem of the path, so ``s3a://``, ``abfss://`` and local paths all work."""
-    jvm = spark.sparkContext._jvm
-    hpath = jvm.org.apache.hadoop.fs.Path(path)
-    fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    return bool(fs.exists(hpath))
 
 
 def open_source(spark: SparkSession, path: str, source_format: str) -> DataFrame:

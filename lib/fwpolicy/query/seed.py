@@ -600,12 +600,3 @@ def seed_query(
 def firewall_policy(events: DataFrame, cfg: PolicyConfig, start: dt.date, end: dt.date) -> DataFrame:
     """``firewall_policy`` rows of ``[start, end)``: ``seed_query(...).policy()``."""
     return seed_query(events, cfg, (start, end)).policy()
-
-
-def roll_up_days(partials: DataFrame, start: dt.date, end: dt.date) -> DataFrame:
-    """Daily partials (``connection_table`` without a window) of ``[start, end)`` -> the reduced
-    table a run over that window builds: the days become ``DayBits`` words and ``EventDate``
-    leaves the key, so the summary reads as few rows as after a full run."""
-    bits = day_bits(F.col("EventDate"), start, end)
-    rows = partials.withColumns(bits).withColumn("EventDate", F.lit(None).cast("date"))
-    return merge_rows(rows, list(bits))

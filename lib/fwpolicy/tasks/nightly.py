@@ -264,14 +264,20 @@ def block_days(block: Block) -> list[dt.date]:
     return [start + dt.timedelta(days=i) for i in range(length)]
 
 
-def blocks_predicate(blocks: Iterable[Block]) -> str:
-    """``BlockDays = n AND BlockStart IN (DATE'..', ...)`` (ORed per length) for ``replaceWhere``,
-    from parsed dates and the fixed lengths only."""
+def _by_length(blocks: Iterable[Block]) -> dict[int, list[dt.date]]:
+    """Block starts grouped by length; a value that is not a block is an error."""
     by_length: dict[int, list[dt.date]] = {}
     for start, length in blocks:
         if length not in LENGTHS or not _is_day(start):
             raise ValueError(f"not a block: {(start, length)!r}")
         by_length.setdefault(length, []).append(start)
+    return by_length
+
+
+def blocks_predicate(blocks: Iterable[Block]) -> str:
+    """``BlockDays = n AND BlockStart IN (DATE'..', ...)`` (ORed per length) for ``replaceWhere``,
+    from parsed dates and the fixed lengths only."""
+    by_length = _by_length(blocks)
     if not by_length:
         raise ValueError("no blocks given")
     parts = [
@@ -282,11 +288,9 @@ def blocks_predicate(blocks: Iterable[Block]) -> str:
 
 
 def _blocks_filter(blocks: Iterable[Block]) -> Column:
-    by_length: dict[int, list[dt.date]] = {}
-    for start, length in blocks:
-        by_length.setdefault(length, []).append(start)
+    """The same blocks as a Column filter, for reads (partition pruning on both columns)."""
     out = F.lit(False)
-    for length, starts in by_length.items():
+    for length, starts in _by_length(blocks).items():
         out = out | (
             (F.col(BLOCK_DAYS) == F.lit(length)) & F.col(BLOCK_START).isin(*(F.lit(s) for s in starts))
         )
