@@ -34,9 +34,10 @@ by the nightly. A day with no events at all stores no rows, so it (and any longe
 it) is computed again each night, reading nothing. Blocks are never deleted: a window that
 moves back reuses them.
 
-Tables, under the output root: ``connection_blocks`` (Delta, partitioned by ``BlockDays`` and
-``BlockStart``; the reduced rows plus ``BlockBits`` and ``config_digest``), and those of
-``run``.
+Tables, under the output root: ``connection_blocks`` (Delta, partitioned by ``BlockDays``,
+``BlockStart`` and ``config_digest``; the reduced rows plus ``BlockBits``), and those of ``run``.
+The digest is a partition column so that the blocks a night can reuse are found from partition
+values alone, without reading the stored rows (``stored_blocks``).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from fwpolicy.config import SOURCE_FORMATS, ConfigError, PolicyConfig, RunSpec, 
 from fwpolicy.io.session import get_spark
 from fwpolicy.io.sink import check_outputs, commit_tag, read_table, replace_where, table_path
 from fwpolicy.io.source import partition_column, read_window
-from fwpolicy.io.storage import is_delta_table
+from fwpolicy.io.storage import delta_identifier, is_delta_table, qualified
 from fwpolicy.query.seed import (
     DAY_BITS,
     connection_table,
@@ -76,11 +77,12 @@ STATE_TABLE = "connection_blocks"
 DAY_COLUMN = "EventDate"
 BLOCK_START, BLOCK_DAYS, BLOCK_BITS = "BlockStart", "BlockDays", "BlockBits"
 DIGEST_COLUMN = "config_digest"
+STATE_PARTITIONS = (BLOCK_DAYS, BLOCK_START, DIGEST_COLUMN)
 LENGTHS = (64, 8, 1)  # block lengths in days, longest first; each is 8 of the next
 EPOCH = dt.date(1970, 1, 1)
 # Bump when fwpolicy.query.seed.connection_table changes what a stored row means: every block
 # is then recomputed on the next night, as after a configuration change.
-PARTIALS_FORMAT = 3  # 3: blocks of days of seed.connection_table's two facets
+PARTIALS_FORMAT = 4  # 4: the digest is a partition column; 3: blocks of the two facets
 # PolicyConfig fields that act only after the reduced table (the roll-up, the aliases, the
 # hunting table, the join plan, the read's pruning). Every other field is in the digest, so a
 # setting added later invalidates stored blocks by default rather than silently reusing them.
@@ -337,8 +339,26 @@ def plan_blocks(window: list[Block], stored: set[Block], refresh: set[dt.date]) 
     return BlockPlan(window, sorted(days), {n: sorted(b) for n, b in builds.items()}, reused)
 
 
+def check_state_layout(spark: SparkSession, path: str) -> None:
+    """Refuse a state table partitioned otherwise than ``STATE_PARTITIONS`` (written by an older
+    fwpolicy): its blocks cannot be replaced one by one. It holds only derived rows.
+
+    Asked only after a write into it failed: ``DESCRIBE DETAIL`` costs seconds in a new process."""
+    detail = spark.sql(f"DESCRIBE DETAIL {delta_identifier(qualified(spark, path))}").first()
+    found = tuple(detail["partitionColumns"]) if detail else ()
+    if found != STATE_PARTITIONS:
+        raise ConfigError(
+            f"{path} is partitioned by {', '.join(found) or 'nothing'}, not by "
+            f"{', '.join(STATE_PARTITIONS)}: it was written by an older fwpolicy. It holds only "
+            "rows derived from the source: delete it, and the next night computes it again."
+        )
+
+
 def stored_blocks(spark: SparkSession, path: str, digest: str, exists: bool) -> set[Block]:
-    """Blocks the state table holds under ``digest`` (a small collect of partition values)."""
+    """Blocks the state table holds under ``digest``.
+
+    Every column read is a partition column, so Spark reads no stored rows: only the files'
+    footers (a block is one file)."""
     if not exists or not is_delta_table(spark, path):
         return set()
     rows = (
@@ -498,13 +518,18 @@ def run_nightly(spec: NightlySpec, spark: SparkSession | None = None) -> Nightly
                     # One file per block rather than one per task and block: nights read them all.
                     stored_rows = stored_rows.repartition(BLOCK_START).persist(StorageLevel.MEMORY_AND_DISK)
                     state_rows += stored_rows.count()
-                    replace_where(
-                        stored_rows,
-                        state_path,
-                        blocks_predicate((d, 1) for d in plan.days),
-                        (BLOCK_DAYS, BLOCK_START),
-                        state_exists,
-                    )
+                    try:
+                        replace_where(
+                            stored_rows,
+                            state_path,
+                            blocks_predicate((d, 1) for d in plan.days),
+                            STATE_PARTITIONS,
+                            state_exists,
+                        )
+                    except Exception:
+                        if state_exists:
+                            check_state_layout(spark, state_path)  # the likelier cause, named
+                        raise
                     stored_rows.unpersist()
                     state_exists = True
                     # Rows without a day are removed rows (unusable Timestamp); count their events.
@@ -534,7 +559,7 @@ def run_nightly(spec: NightlySpec, spark: SparkSession | None = None) -> Nightly
                 made = build_blocks(source, length, digest).repartition(BLOCK_START)
                 made = made.persist(StorageLevel.MEMORY_AND_DISK)
                 state_rows += made.count()
-                replace_where(made, state_path, blocks_predicate(blocks), (BLOCK_DAYS, BLOCK_START), True)
+                replace_where(made, state_path, blocks_predicate(blocks), STATE_PARTITIONS, True)
                 made.unpersist()
             step = _timed(steps, "blocks", step)
 
