@@ -10,8 +10,10 @@ STAMP  := $(VENV)/.installed
 
 # bench sizes (events, approximate): override e.g. `make bench BENCH_ARGS="--sizes 2e6"`
 BENCH_ARGS ?=
+# extra pytest arguments for the test targets, e.g. `make test TEST_ARGS="--durations=15"`
+TEST_ARGS ?=
 
-.PHONY: help setup run test slow-test lint bench package clean
+.PHONY: help setup run test unit-test slow-test lint bench package clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -28,8 +30,11 @@ setup: $(STAMP) ## create .venv, install fwpolicy with dev tools, fetch Delta ja
 run: $(STAMP) ## demo: generate data/ once, run the job on local[*], print a summary
 	$(PY) -m fwpolicy demo
 
-test: $(STAMP) ## unit and integration tests on local Spark (the slow tier: make slow-test)
-	$(PY) -m pytest -q -m "not slow"
+test: $(STAMP) ## tests/unit and tests/integration, on local Spark (the slow tier: make slow-test)
+	$(PY) -m pytest -q -m "not slow" tests/unit tests/integration $(TEST_ARGS)
+
+unit-test: $(STAMP) ## the fast tier: tests/unit, pure Python, no Spark session
+	$(PY) -m pytest -q tests/unit $(TEST_ARGS)
 
 lint: $(STAMP) ## ruff: lint and formatting
 	$(PY) -m ruff check lib jobs tests bench
@@ -42,8 +47,8 @@ package: $(STAMP) ## build the wheel for spark-submit --py-files into dist/
 	rm -rf build  # setuptools reuses build/lib: a deleted module could linger in the wheel
 	$(PY) -m build --wheel --outdir dist .
 
-slow-test: $(STAMP) ## the slow tier: spark-submit, standalone cluster, crash and wheel-build tests
-	$(PY) -m pytest -q -m slow
+slow-test: $(STAMP) ## the slow tier (-m slow): spark-submit of the wheel, standalone cluster, crash tests
+	$(PY) -m pytest -q -m slow $(TEST_ARGS)
 
 clean: ## remove generated data and build output (keeps .venv)
 	rm -rf data out dist build spark-warehouse metastore_db derby.log bench/lake* bench/out* lib/*.egg-info

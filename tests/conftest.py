@@ -2,6 +2,12 @@
 
 The session is never stopped between tests; starting a JVM costs seconds. Fixtures that change
 Spark conf restore it.
+
+Tests live in three tiers, one directory each, and every test is marked with its tier's name:
+``unit`` (pure Python, no Spark session), ``integration`` (real local Spark and Delta under a
+temporary directory) and ``slow`` (spark-submit, a standalone cluster, crashed subprocesses).
+``-m slow`` also selects tests marked ``slow`` in another tier. The tier directories have no
+``__init__.py``, so a test file's name must be unique across them.
 """
 
 from __future__ import annotations
@@ -13,15 +19,33 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-sys.path.insert(0, str(Path(__file__).parent))  # kql_reference and helpers
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "integration", "slow")
+
+# helpers, kql_reference, plans and submit, for test files in any tier directory
+sys.path.insert(0, str(TESTS))
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by mark
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with the tier of its directory (tests/unit, tests/integration, tests/slow)."""
+    for item in items:
+        try:
+            tier = item.path.resolve().relative_to(TESTS).parts[0]
+        except ValueError:  # not under tests/
+            continue
+        if tier in TIERS:
+            item.add_marker(tier)
 
 
 @pytest.fixture(scope="session")
-def spark() -> Iterator[SparkSession]:
+def spark(tmp_path_factory) -> Iterator[SparkSession]:
     from fwpolicy.io.session import local_builder
 
+    warehouse = tmp_path_factory.mktemp("spark-warehouse")  # no test writes inside the repository
     session = (
         local_builder("local[2]", "fwpolicy-tests")
+        .config("spark.sql.warehouse.dir", str(warehouse))
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.default.parallelism", "4")
         .config("spark.ui.enabled", "false")

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
+
+# tests/ (fixtures/, golden/) and the repository root (conf/, bench/, jobs/, README.md), for test
+# files in any tier directory below tests/.
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
 
 EVENT_FIELDS = (
     ("Timestamp", T.TimestampType()),

@@ -356,7 +356,7 @@ def outbound_leg(joined: DataFrame) -> DataFrame:
     InitiatingProcessFolderPath, LocalPort``. That join can never remove a row, so it is not
     performed: a server key has ``LocalPort < E`` and an outbound row ``LocalPort >= E`` (per
     row under profile ``normalized``, where ``E`` follows the path, which is in the key).
-    ``tests/test_seed.py`` performs the anti join on rows built to match if it could.
+    ``tests/integration/test_seed.py`` performs the anti join on rows built to match if it could.
     """
     keep = (F.col("Directionality") == F.lit(OUTBOUND)) | F.col("_server_key").isNotNull()
     return joined.where(keep).drop("_server_key", "IsServer", "Removed")

@@ -29,7 +29,8 @@ import pytest
 
 from fwpolicy.config import PolicyConfig, RunSpec
 from fwpolicy.tasks.run import POLICY_TABLE, run
-from test_package import (
+
+from submit import (
     END,
     FAST_JVM,
     START,

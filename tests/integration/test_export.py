@@ -40,7 +40,9 @@ from fwpolicy.review.export import (
     render_powershell,
 )
 
-GOLDEN = Path(__file__).parent / "golden" / "export"
+from helpers import TESTS
+
+GOLDEN = TESTS / "golden" / "export"
 START, END = dt.date(2026, 8, 1), dt.date(2026, 8, 8)
 OLD_START, OLD_END = dt.date(2026, 7, 25), dt.date(2026, 8, 1)
 SEEN = dt.datetime(2026, 8, 1, 9, 0, 0)

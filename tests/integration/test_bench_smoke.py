@@ -11,7 +11,6 @@ import datetime as dt
 import importlib.util
 import itertools
 import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -19,10 +18,10 @@ from pyspark.sql import functions as F
 
 from fwpolicy.tasks.generate import EVENT_SCHEMA, generate_events, write_lake
 
-from helpers import event, events_df, policy_dict
+from helpers import REPO, event, events_df, policy_dict
 from kql_reference import kql_indexof, kql_substring, reference_policy
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+BENCH = REPO / "bench"
 START = dt.date(2026, 8, 1)
 END = dt.date(2026, 8, 4)  # three generated days
 UTC = dt.timezone.utc

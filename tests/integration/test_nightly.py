@@ -8,6 +8,13 @@ holds two aligned 8-day blocks, so one test rolls those up.
 
 "Equal" is exact: every column of every row of the window's partition of ``firewall_policy``
 (arrays included, in their written order), ``unusual_programs`` and ``excluded_connections``.
+The spec, the blocks of days and the plan, which need no Spark job, are in
+``unit/test_nightly_blocks.py``.
+
+Each night is a few dozen small Spark jobs (about 10 s here), so the two multi-night scenarios
+that need a lake of their own, late events and a 20-day window of 8-day blocks, are in the
+``slow`` tier (``make slow-test``); ``make test`` keeps the first and next nights, the
+changed configuration and the refusals.
 """
 
 from __future__ import annotations
@@ -33,18 +40,11 @@ from fwpolicy.tasks.nightly import (
     BLOCK_START,
     DAY_COLUMN,
     DIGEST_COLUMN,
-    EPOCH,
-    LENGTHS,
     STATE_TABLE,
     NightlyResult,
     NightlySpec,
     blocks_of,
-    blocks_predicate,
-    children,
-    days_predicate,
-    format_days,
     partials_digest,
-    plan_blocks,
     read_days,
     run_nightly,
 )
@@ -251,6 +251,7 @@ def test_first_night_equals_full_run_next_night_computes_new_and_refresh_days(sp
     assert sorted(r[0] for r in ends.collect()) == [day(4), day(5)]
 
 
+@pytest.mark.slow  # three nights or runs on a lake of its own: see the module docstring
 def test_late_events_within_refresh_are_included_older_ones_are_not(spark, lake, first_night, tmp_path):
     """Late events of a refresh day enter the next night's result; older late ones do not.
 
@@ -313,6 +314,7 @@ def test_changed_config_recomputes_every_day(spark, first_night, tmp_path):
     assert {r[0] for r in stored.distinct().collect()} == {partials_digest(cfg)}
 
 
+@pytest.mark.slow  # three nights or runs on a lake of its own: see the module docstring
 def test_long_window_rolls_up_eight_day_blocks_as_a_full_run(spark, lake, tmp_path):
     """A 20-day window ending on D5 is four single days and two aligned 8-day blocks; the lake's
     days D0..D5 all fall in the second block. Rolled up, the blocks equal a full run, whether the
@@ -359,39 +361,6 @@ def test_read_days_reads_only_the_partitions_of_the_days(spark, lake):
     assert len(scan.selectedPartitions()) == 5
 
 
-# --------------------------------------------------------------------------------------------
-# No Spark job
-# --------------------------------------------------------------------------------------------
-
-
-def test_spec_window_and_refresh_days():
-    spec = NightlySpec("src", "delta", "out", day(9), window_days=5, refresh_days=2)
-    assert spec.window() == days(5, 9)
-    assert spec.refresh() == days(8, 9)
-    assert (spec.window_start, spec.window_end) == (day(5), day(10))
-    assert spec.run_spec() == RunSpec("src", "delta", "out", day(5), day(10))
-    assert NightlySpec("s", "delta", "o", day(9), window_days=3, refresh_days=0).refresh() == []
-    assert NightlySpec("s", "delta", "o", day(9), window_days=3, refresh_days=9).refresh() == days(7, 9)
-    assert NightlySpec("s", "delta", "o", day(9), window_days=1).window() == [day(9)]
-
-
-@pytest.mark.parametrize(
-    ("kw", "message"),
-    [
-        ({"window_days": 0}, "window_days"),
-        ({"window_days": True}, "window_days"),
-        ({"refresh_days": -1}, "refresh_days"),
-        ({"refresh_days": 1.5}, "refresh_days"),
-        ({"source_format": "csv"}, "source format"),
-        ({"date": dt.datetime(2026, 8, 1, 12)}, "date"),
-    ],
-)
-def test_spec_rejects_bad_values(kw, message):
-    args = {"source": "s", "source_format": "delta", "output": "o", "date": day(0), **kw}
-    with pytest.raises(ConfigError, match=message):
-        NightlySpec(**args)
-
-
 def test_output_inside_source_is_refused(spark, tmp_path):
     source = tmp_path / "lake"
     source.mkdir()
@@ -401,152 +370,18 @@ def test_output_inside_source_is_refused(spark, tmp_path):
     assert not (source / "out").exists()
 
 
-def test_digest_covers_only_settings_that_change_the_connection_table(tmp_path):
-    base = partials_digest(PolicyConfig())
-    assert partials_digest(PolicyConfig()) == base
-    for rollup_only in (
-        PolicyConfig(set_cap=5),
-        PolicyConfig(distinct_machines="approx"),
-        PolicyConfig(server_keys_join="shuffle"),
-        PolicyConfig(partition_columns=("day",)),
-        PolicyConfig(hunting={"recent_days": 3}),
-    ):
-        assert partials_digest(rollup_only) == base
-    for changed in (
-        PolicyConfig(include_inbound_remote_ips=True),
-        PolicyConfig(ephemeral_start=32768),
-        PolicyConfig(ephemeral_start_linux=40000),
-        PolicyConfig(profile="normalized"),
-    ):
-        assert partials_digest(changed) != base
-
-    # Rules count by content: an edited file changes the digest, a copied one does not.
-    rules = tmp_path / "a.yaml"
-    rules.write_text("rules:\n  - {name: x, action: exclude, match: {file_name: [x.exe]}}\n")
-    with_rules = partials_digest(PolicyConfig(exclusions=str(rules)))
-    assert with_rules != base
-    copy = tmp_path / "b.yaml"
-    copy.write_text("# same rule, other file\n" + rules.read_text())
-    assert partials_digest(PolicyConfig(exclusions=str(copy))) == with_rules
-    rules.write_text("rules:\n  - {name: x, action: exclude, match: {file_name: [y.exe]}}\n")
-    assert partials_digest(PolicyConfig(exclusions=str(rules))) != with_rules
-
-
-def test_blocks_of_covers_the_window_with_aligned_blocks():
-    for offset in range(0, 140, 3):
-        start = EPOCH + dt.timedelta(days=64 * 320 + offset)
-        for n in (1, 2, 7, 8, 9, 20, 63, 64, 65, 90, 200):
-            end = start + dt.timedelta(days=n)
-            blocks = blocks_of(start, end)
-            covered = [b + dt.timedelta(days=i) for b, length in blocks for i in range(length)]
-            # Every day of the window exactly once, in order.
-            assert covered == [start + dt.timedelta(days=i) for i in range(n)], (start, n)
-            for b, length in blocks:
-                assert length in LENGTHS and (b - EPOCH).days % length == 0, (start, n, b, length)
-                # Fewest: no block's aligned parent (8 of them) fits in the window.
-                if length < max(LENGTHS):
-                    parent = EPOCH + dt.timedelta(days=(b - EPOCH).days // (8 * length) * 8 * length)
-                    assert not (start <= parent and parent + dt.timedelta(days=8 * length) <= end)
-            assert sum(1 for _, length in blocks if length > 1) <= n // 64 + 14
-            assert sum(1 for _, length in blocks if length == 1) <= 14
-    start = EPOCH + dt.timedelta(days=64 * 320 - 2)
-    assert blocks_of(start, start + dt.timedelta(days=75)) == [
-        (start, 1),
-        (start + dt.timedelta(days=1), 1),
-        (start + dt.timedelta(days=2), 64),
-        (start + dt.timedelta(days=66), 8),
-        (start + dt.timedelta(days=74), 1),
-    ]
-    assert blocks_of(start, start) == []
-
-
-def test_children_are_eight_blocks_one_length_down():
-    b = EPOCH + dt.timedelta(days=64 * 320)
-    assert children((b, 64)) == [(b + dt.timedelta(days=8 * i), 8) for i in range(8)]
-    assert children((b, 8)) == [(b + dt.timedelta(days=i), 1) for i in range(8)]
-
-
-def one_days(block) -> list[dt.date]:
-    start, length = block
-    return [start + dt.timedelta(days=i) for i in range(length)]
-
-
-def test_plan_blocks_rebuilds_a_stored_block_holding_a_refresh_day():
-    b = EPOCH + dt.timedelta(days=64 * 320)
-    window = blocks_of(b - dt.timedelta(days=2), b + dt.timedelta(days=24))  # 2 days, three 8-day blocks
-    assert [n for _, n in window] == [1, 1, 8, 8, 8]
-    middle = window[3]
-    refresh = middle[0] + dt.timedelta(days=3)
-    stored = set(window) | {c for block in window if block[1] == 8 for c in children(block)}
-    plan = plan_blocks(window, stored, {refresh})
-    assert plan.days == [refresh]  # its other days are stored and usable
-    assert plan.builds == {8: [middle]}
-    assert plan.reused == [w for w in window if w != middle]
-
-    # In a 64-day block: the 8-day block holding the day is rebuilt, then the 64-day block.
-    window = blocks_of(b, b + dt.timedelta(days=64))
-    assert window == [(b, 64)]
-    eights = children((b, 64))
-    stored = {(b, 64), *eights, *(c for e in eights for c in children(e))}
-    refresh = b + dt.timedelta(days=20)  # in the third 8-day block
-    plan = plan_blocks(window, stored, {refresh})
-    assert (plan.days, plan.builds, plan.reused) == ([refresh], {8: [eights[2]], 64: [(b, 64)]}, [])
-
-    # Nothing to refresh: every stored block is read as it is.
-    plan = plan_blocks(window, stored, set())
-    assert (plan.days, plan.builds, plan.reused) == ([], {}, [(b, 64)])
-
-
-def test_plan_blocks_builds_a_missing_block_from_its_children():
-    b = EPOCH + dt.timedelta(days=64 * 320)
-    window = blocks_of(b - dt.timedelta(days=2), b + dt.timedelta(days=24))
-    middle = window[3]
-    # The 8-day block is missing but its days are stored: built from them, nothing read.
-    stored = (set(window) - {middle}) | set(children(middle))
-    plan = plan_blocks(window, stored, set())
-    assert (plan.days, plan.builds) == ([], {8: [middle]})
-    assert plan.reused == [w for w in window if w != middle]
-    # Its days are missing too: they are computed first, then the block is built from them.
-    plan = plan_blocks(window, set(window) - {middle}, set())
-    assert (plan.days, plan.builds) == (one_days(middle), {8: [middle]})
-    # Nothing stored: every day is computed and every longer block built.
-    plan = plan_blocks(window, set(), set())
-    assert plan.days == [d for block in window for d in one_days(block)]
-    assert plan.builds == {8: [w for w in window if w[1] == 8]} and plan.reused == []
-    # A missing 64-day block with some 8-day children stored: only the others are made.
-    eights = children((b, 64))
-    stored = set(eights[:7]) | set(children(eights[7]))
-    plan = plan_blocks([(b, 64)], stored, set())
-    assert (plan.days, plan.builds) == ([], {8: [eights[7]], 64: [(b, 64)]})
-
-
-def test_blocks_predicate():
-    assert blocks_predicate([(day(2), 1), (day(-2), 8), (day(0), 1)]) == (
-        "(BlockDays = 1 AND BlockStart IN (DATE'2026-08-01', DATE'2026-08-03')) OR "
-        "(BlockDays = 8 AND BlockStart IN (DATE'2026-07-30'))"
-    )
-    with pytest.raises(ValueError):
-        blocks_predicate([])
-    with pytest.raises(ValueError):
-        blocks_predicate([(day(0), 3)])
-    with pytest.raises(ValueError):
-        blocks_predicate([(dt.datetime(2026, 8, 1), 1)])
-
-
-def test_days_predicate():
-    assert days_predicate("EventDate", [day(2), day(0), day(2)]) == (
-        "EventDate IN (DATE'2026-08-01', DATE'2026-08-03')"
-    )
-    with pytest.raises(ValueError):
-        days_predicate("EventDate", [])
-    with pytest.raises(TypeError):
-        days_predicate("EventDate", [dt.datetime(2026, 8, 1)])
-    with pytest.raises(TypeError):
-        days_predicate("EventDate", ["2026-08-01'); DROP"])
-    with pytest.raises(ValueError):
-        days_predicate("EventDate = 1 OR 1", [day(0)])
-
-
-def test_format_days():
-    assert format_days([]) == "none"
-    assert format_days([day(3), day(0), day(1), day(2), day(5)]) == "2026-08-01..2026-08-04, 2026-08-06"
+def test_state_of_an_older_layout_is_refused_by_name(spark, first_night, tmp_path):
+    """A state table partitioned as an older fwpolicy did (no digest in the partition) cannot
+    have its blocks replaced: the night fails with an error that says so and what to do, and
+    the table is left as it was."""
+    first, _ = first_night
+    out = copy_output(first, tmp_path)
+    path = table_path(out, STATE_TABLE)
+    state = spark.read.format("delta").load(path)
+    rows = state.count()
+    state.localCheckpoint().write.format("delta").mode("overwrite").option(
+        "overwriteSchema", "true"
+    ).partitionBy(BLOCK_DAYS, BLOCK_START).save(path)
+    with pytest.raises(ConfigError, match=r"older fwpolicy.*delete it"):
+        run_nightly(nightly(first.source, out, day(4)), spark)
+    assert spark.read.format("delta").load(path).count() == rows

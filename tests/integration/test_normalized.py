@@ -3,13 +3,12 @@
 Spark is slow here, so every path of this file (rule examples, the issue's cases, the OS cases,
 a user-added rule) goes through ONE DataFrame and one ``collect`` (the ``results`` fixture);
 the tests then look their row up. Expected aliases below are written by hand from the rules'
-documented meaning, not produced by running the code.
+documented meaning, not produced by running the code. Loading and validating rules files needs
+no Spark: ``unit/test_alias_rules.py``.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,24 +19,18 @@ from pyspark.sql import functions as F
 from fwpolicy.config import ConfigError, PolicyConfig
 from fwpolicy.query.aliasing import kql_alias
 from fwpolicy.query.normalized import (
-    AliasRule,
-    AliasRulesError,
     compile_aliases,
     ephemeral_start_expr,
-    explain,
     load_alias_rules,
     normalize_path,
     normalized_alias,
     os_family_expr,
-    parse_alias_rules,
-    portability_problem,
-    rules_path,
 )
 from fwpolicy.query.seed import firewall_policy
 
-from helpers import DAY, NEXT_DAY, event, events_df, policy_dict
+from helpers import DAY, NEXT_DAY, REPO, event, events_df, policy_dict
 
-ALIASES = Path(__file__).resolve().parents[1] / "conf" / "aliases.yaml"
+ALIASES = REPO / "conf" / "aliases.yaml"
 # Names straight from the YAML, so each rule (a user's new one too) gets its own test ids.
 RULE_NAMES = [r["name"] for r in yaml.safe_load(ALIASES.read_text(encoding="utf-8"))]
 
@@ -339,7 +332,7 @@ def test_linux_starts_at_32768_and_windows_at_49152(results):
 
 
 @pytest.mark.parametrize("value", [0, 65537, "32768", True, None])
-def test_ephemeral_settings_are_checked(value):
+def test_ephemeral_settings_are_checked(spark, value):  # F.lit needs a SparkContext
     with pytest.raises(ConfigError, match="ephemeral_start_linux must be an integer"):
         ephemeral_start_expr("p", SimpleNamespace(ephemeral_start=49152, ephemeral_start_linux=value))
 
@@ -396,135 +389,7 @@ def test_linux_client_ports_count_as_outbound_only_under_normalized(spark, spark
     assert {key: row["Ports"] for key, row in policy.items()} == expected
 
 
-# --- Loading and validating rules (no Spark) -----------------------------------------------
-
-
-def _rule(**over) -> dict:
-    rule = {
-        "name": "r",
-        "description": "d",
-        "pattern": "^/a",
-        "replacement": "/b",
-        "example": {"input": "/a/x", "output": "/b/x"},
-    }
-    rule.update(over)
-    return {k: v for k, v in rule.items() if v is not _DROP}
-
-
-_DROP = object()
-
-BAD_RULES = {
-    "not_a_list": ({"name": "r"}, "expected a non-empty list of rules"),
-    "empty": ([], "expected a non-empty list of rules"),
-    "rule_not_mapping": (["just a string"], "rule 1: expected a mapping"),
-    "missing_key": ([_rule(replacement=_DROP)], "rule 1 ('r'): missing key(s) replacement"),
-    "unknown_key": ([_rule(replacment="/b")], "rule 1 ('r'): unknown key(s) ['replacment']"),
-    "non_string_pattern": ([_rule(pattern=12)], "rule 1 ('r'): pattern must be a string, got int 12"),
-    "non_string_name": ([_rule(name=["r"])], "rule 1: name must be a string"),
-    "bad_name": ([_rule(name="Bad-Name")], "name must be lower_snake_case"),
-    "example_not_mapping": ([_rule(example="/a/x")], "example must be a mapping"),
-    "example_extra_key": (
-        [_rule(example={"input": "/a", "output": "/b", "x": "y"})],
-        "example must be a mapping",
-    ),
-    "example_non_string": (
-        [_rule(example={"input": "/a/x", "output": 3})],
-        "example output must be a string",
-    ),
-    "empty_pattern": ([_rule(pattern="")], "pattern is empty"),
-    "invalid_regex": ([_rule(pattern="^(/a")], "invalid regular expression '^(/a'"),
-    "unicode_digit_class": ([_rule(pattern=r"^/a\d")], r"not portable between Java and Python: \d"),
-    "python_named_group": ([_rule(pattern="^(?P<x>/a)")], "named groups (?P<..>) are Python-only"),
-    "literal_brace": ([_rule(pattern="^/a{x}")], "escape it as \\{"),
-    "possessive": ([_rule(pattern="^/a++")], "possessive quantifiers"),
-    "class_intersection": ([_rule(pattern="^/[a&&b]")], "intersection in Java"),
-    "absolute_end": ([_rule(pattern=r"^/a\Z")], "anchors differ"),
-    "missing_group": ([_rule(replacement="/$2")], "replacement refers to $2 but the pattern has 0 group(s)"),
-    "duplicate_name": (
-        [_rule(), _rule(pattern="^/b", example={"input": "/b/x", "output": "/b/x"})],
-        "rule 2 ('r'): duplicate name (also rule 1)",
-    ),
-    "wrong_example": (
-        [_rule(example={"input": "/a/x", "output": "/c/x"})],
-        "example '/a/x' gives '/b/x', not '/c/x' (rules applied: r)",
-    ),
-    "example_not_exercised": (
-        [_rule(example={"input": "/z", "output": "/z"})],
-        "does not exercise this rule",
-    ),
-    "error_names_the_second_rule": (
-        [_rule(), _rule(name="s", pattern=7)],
-        "rule 2 ('s'): pattern must be a string",
-    ),
-}
-
-
-@pytest.mark.parametrize(("rules", "message"), BAD_RULES.values(), ids=BAD_RULES.keys())
-def test_bad_rules_are_reported_with_file_rule_and_reason(rules, message):
-    with pytest.raises(AliasRulesError) as e:
-        parse_alias_rules(yaml.safe_dump(rules), "my-aliases.yaml")
-    assert str(e.value).startswith("my-aliases.yaml: ")
-    assert message in str(e.value)
-
-
-def test_invalid_yaml_is_reported():
-    with pytest.raises(AliasRulesError, match=re.escape("my.yaml: not valid YAML")):
-        parse_alias_rules("- [unclosed", "my.yaml")
-
-
-def test_rule_errors_are_config_errors(tmp_path):
-    # The CLI reports ConfigError as a one-line error; a rules file goes through the same path.
-    path = tmp_path / "aliases.yaml"
-    path.write_text(yaml.safe_dump([_rule(pattern="(")]))
-    with pytest.raises(ConfigError, match=re.escape(f"{path}: rule 1 ('r'): invalid regular expression")):
-        load_alias_rules(path)
-    with pytest.raises(ConfigError, match="alias rules file not found"):
-        load_alias_rules(tmp_path / "missing.yaml")
-
-
-@pytest.mark.parametrize(
-    "pattern",
-    [
-        r"^<drive>\\users\\[^\\]+",
-        r"(?<=[\\/])v?[0-9]+(?:\.[0-9]+){2,}(?=[\\/])",
-        r"\{[0-9a-f]{8}\}",
-        r"^\\\\[?.]\\",
-    ],
-)
-def test_portable_patterns_pass(pattern):
-    assert portability_problem(pattern) is None
-
-
-def test_replacement_is_literal_text_with_group_references():
-    rule = AliasRule("r", "d", "^(a)", r"\$x$1", "a", r"\$xa")
-    assert rule.java_replacement == r"\\\$x$1"  # Java: backslash and dollar escaped
-    assert rule.python_replacement == r"\\$x\g<1>"
-    assert rule.apply("ab") == r"\$xab"
-
-
-def test_rules_are_cached_per_file_and_reread_when_edited(tmp_path):
-    path = tmp_path / "aliases.yaml"
-    path.write_text(yaml.safe_dump([_rule()]))
-    first = load_alias_rules(path)
-    assert load_alias_rules(str(path)) is first
-    path.write_text(yaml.safe_dump([_rule(name="renamed")]))
-    os.utime(path, ns=(1_000_000_000, 1_000_000_000))  # a different mtime, whatever the clock
-    assert [r.name for r in load_alias_rules(path)] == ["renamed"]
-
-
-def test_rules_path_prefers_the_configured_file(tmp_path):
-    assert rules_path(SimpleNamespace(aliases=str(tmp_path / "a.yaml"))) == tmp_path / "a.yaml"
-    assert rules_path(PolicyConfig()) == ALIASES
-    assert rules_path() == ALIASES
-
-
-def test_explain_names_each_rule_that_fired():
-    steps = explain(r"\\?\D:\Users\j\AppData\Local\Temp\x.exe")
-    assert [name for name, _, _ in steps] == ["long_path_prefix", "drive_letter", "user_profile", "user_temp"]
-    assert steps[-1][2] == r"%temp%\x.exe"
-
-
-def test_alias_column_is_a_jvm_expression():
+def test_alias_column_is_a_jvm_expression(spark):  # F.col needs a SparkContext
     # regexp_replace over literals, no Python UDF in the plan.
     text = str(normalized_alias(F.col("p")))
     assert "regexp_replace" in text

@@ -21,7 +21,9 @@ from fwpolicy.config import ConfigError
 from fwpolicy.io.ingest import BRONZE_SCHEMA, IngestResult, classify_records, ingest
 from fwpolicy.io.source import REQUIRED_COLUMNS, SourceError
 
-FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
+from helpers import TESTS
+
+FIXTURES = TESTS / "fixtures" / "ingest"
 TENANT = "11111111-2222-3333-4444-555555555555"
 NET_CONTAINER = "insights-logs-advancedhunting-devicenetworkevents"
 PROC_CONTAINER = "insights-logs-advancedhunting-deviceprocessevents"

@@ -2,12 +2,12 @@
 
 Spark jobs cost seconds on a busy machine, so the expression cases (addresses, paths) are rows
 of one frame collected once, and the table cases are one fleet of events whose tables under
-two settings are unioned and collected once (from matched rows computed once).
+two settings are unioned and collected once (from matched rows computed once). The settings
+and the scoring table of the docs, which need no Spark, are in ``unit/test_hunting_settings.py``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import pytest
@@ -474,66 +474,3 @@ def test_schema(matched):
 def test_empty_window_refused(matched):
     with pytest.raises(ConfigError):
         unusual_programs(matched(END))
-
-
-# --------------------------------------------------------------------------- settings and docs
-
-
-def test_docstring_holds_the_default_scoring_table():
-    assert hunting.scoring_table() in hunting.__doc__
-
-
-def test_reason_order_is_weight_then_name():
-    assert HuntingSettings().ordered_reasons() == [
-        "recycle_bin",
-        "downloads_or_temp",
-        "hidden_unix_dir",
-        "programdata_root",
-        "public_folder",
-        "public_nonstandard_port",
-        "low_prevalence",
-        "recently_first_seen",
-        "user_writable_path",
-    ]
-    s = HuntingSettings(weights={"user_writable_path": 9, "recycle_bin": 0})
-    assert s.ordered_reasons()[0] == "user_writable_path" and "recycle_bin" not in s.ordered_reasons()
-
-
-def test_settings_normalised_and_hashable():
-    s = HuntingSettings(standard_ports=[443, 80, 443], weights={"low_prevalence": 5})
-    assert s.standard_ports == (80, 443)
-    assert s.weight("low_prevalence") == 5 and s.weight("recycle_bin") == 4
-    assert hash(s) == hash(HuntingSettings(standard_ports=(80, 443), weights={"low_prevalence": 5}))
-    assert dataclasses.asdict(s)["weights"][0] == ("recycle_bin", 4)
-    assert s.digest() != HuntingSettings().digest()
-    assert HuntingSettings.from_mapping({"recent_days": 3}).recent_days == 3
-    assert HuntingSettings.from_mapping(None) == HuntingSettings()
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"max_machines_rare": -1},
-        {"max_machines_rare": True},
-        {"min_fleet": 0},
-        {"recent_days": 0},
-        {"recent_days": 1.5},
-        {"max_ports": 0},
-        {"standard_ports": "443"},
-        {"standard_ports": [70000]},
-        {"standard_ports": [True]},
-        {"weights": {"nope": 1}},
-        {"weights": {"low_prevalence": -1}},
-        {"weights": {"low_prevalence": 1.0}},
-        {"weights": [1, 2]},
-        {"weights": dict.fromkeys(hunting.REASONS, 0)},
-    ],
-)
-def test_settings_rejected(kwargs):
-    with pytest.raises(ConfigError):
-        HuntingSettings(**kwargs)
-
-
-def test_from_mapping_rejects_unknown_keys():
-    with pytest.raises(ConfigError, match="unknown setting"):
-        HuntingSettings.from_mapping({"min_fleets": 3})

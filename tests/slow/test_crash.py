@@ -41,9 +41,10 @@ from fwpolicy.tasks.audit import AUDIT_TABLE
 from fwpolicy.tasks.generate import generate_events, write_lake
 from fwpolicy.tasks.run import POLICY_TABLE, run
 
+from helpers import REPO
+
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 START = dt.date(2026, 8, 1)
 W1 = (START, START + dt.timedelta(days=1))
 W2 = (START + dt.timedelta(days=1), START + dt.timedelta(days=2))
