@@ -187,8 +187,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """Write the rules to ``--to`` (or stdout); for ``intune``, the rules left out for review go
+    to ``<to>.review.txt`` beside it (or stderr), so the JSON stays a body Graph accepts."""
     from fwpolicy.io.session import get_spark
-    from fwpolicy.review.export import ExportOptions, export_policy
+    from fwpolicy.review.export import ExportOptions, render, review_listing, review_path, snapshot_rules
 
     options = ExportOptions(
         fmt=args.format,
@@ -196,12 +198,19 @@ def cmd_export(args: argparse.Namespace) -> int:
         min_days=args.min_days,
         include_remote_addresses=args.include_remote_addresses,
     )
-    text = export_policy(get_spark(), args.output, args.window_end, options)
+    rules = snapshot_rules(get_spark(), args.output, args.window_end, options)
+    text, review = render(rules), review_listing(rules)
     if args.to is None:
         sys.stdout.write(text)
+        if review is not None:
+            sys.stderr.write(review)
     else:
         Path(args.to).write_text(text, encoding="utf-8")
         print(f"wrote {options.fmt} rules to {args.to}")
+        if review is not None:
+            listing = review_path(args.to)
+            listing.write_text(review, encoding="utf-8")
+            print(f"rules left out for review are listed in {listing}")
     return 0
 
 
@@ -247,7 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="turn one firewall_policy snapshot into rule proposals")
     p.add_argument("--output", required=True, help="output root of a run (holds firewall_policy)")
     p.add_argument("--window-end", required=True, type=date_arg)
-    p.add_argument("--format", required=True, choices=("powershell", "csv", "json"))
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=("powershell", "csv", "json", "intune"),
+        help="intune: Microsoft Graph JSON (windowsFirewallRule), rules to review listed beside it",
+    )
     p.add_argument("--min-machines", type=positive_int, default=2)
     p.add_argument("--min-days", type=positive_int, default=2)
     p.add_argument(

@@ -238,7 +238,13 @@ def test_snapshot_is_one_window_in_order(snapshot):
 
 
 @pytest.mark.parametrize(
-    ("fmt", "name"), [("powershell", "rules.ps1"), ("csv", "rules.csv"), ("json", "rules.json")]
+    ("fmt", "name"),
+    [
+        ("powershell", "rules.ps1"),
+        ("csv", "rules.csv"),
+        ("json", "rules.json"),
+        ("intune", "intune_rules.json"),
+    ],
 )
 def test_golden(snapshot, fmt, name):
     rules = build_rules(snapshot, END, ExportOptions(fmt=fmt, **GOLDEN_OPTIONS), START)
@@ -251,6 +257,24 @@ def test_cli_export_end_to_end(output_root, tmp_path):
     argv += ["--format", "powershell", "--include-remote-addresses", "--to", str(target)]
     assert main(argv) == 0
     assert target.read_text(encoding="utf-8") == golden("rules.ps1")
+
+
+def test_cli_export_intune_lists_rules_to_review_beside_the_json(output_root, tmp_path, capsys):
+    """The Graph JSON holds only ready rules; the five flagged ones go to ``<to>.review.txt``."""
+    target = tmp_path / "intune.json"
+    argv = ["-q", "export", "--output", output_root, "--window-end", END.isoformat()]
+    argv += ["--format", "intune", "--include-remote-addresses", "--to", str(target)]
+    assert main(argv) == 0
+    assert target.read_text(encoding="utf-8") == golden("intune_rules.json")
+    listing_path = tmp_path / "intune.json.review.txt"
+    assert str(listing_path) in capsys.readouterr().out
+    listing = listing_path.read_text(encoding="utf-8")
+    exported = {r["displayName"] for r in json.loads(golden("intune_rules.json"))["firewallRules"]}
+    doc = json.loads(golden("rules.json"))
+    for rule in doc["rules"]:
+        block = f"\n{rule['direction']} {rule['alias_path']}\n"
+        assert (block in listing) == bool(rule["review"]), rule["name"]
+        assert (rule["name"] in exported) == (not rule["review"]), rule["name"]
 
 
 def test_golden_json_matches_the_rules():

@@ -1,17 +1,19 @@
-"""Turn one ``firewall_policy`` snapshot into draft allow rules: PowerShell, CSV or JSON.
+"""Turn one ``firewall_policy`` snapshot into draft allow rules: PowerShell, CSV, JSON or Intune.
 
-``python -m fwpolicy export --output DIR --window-end DATE --format {powershell,csv,json}``
+``python -m fwpolicy export --output DIR --window-end DATE --format {powershell,csv,json,intune}``
 
 One allow rule per program and direction, with its ports (consecutive ports become ranges) and,
 on request, its remote addresses (CIDR-collapsed). Three layers, each testable on its own:
 
 * ``read_snapshot``: the one Spark step, reads the ``window_end`` partition and collects it;
 * ``build_rules``: pure Python, rows -> ``RuleSet`` of ``RuleProposal``s, thresholds applied;
-* ``render``: pure Python, ``RuleSet`` -> text in the chosen format.
+* ``render``: pure Python, ``RuleSet`` -> text in the chosen format (and, for ``intune``,
+  ``review_listing``: the rules left out of it).
 
 A rule is never silently narrower or broader than the evidence. Anything the table cannot say
 with certainty is flagged in the rule's ``review`` reasons instead (PowerShell output emits such
-rules commented out, each reason on a ``# REVIEW:`` line):
+rules commented out, each reason on a ``# REVIEW:`` line; Intune output leaves them out of its
+JSON and lists them, with their reasons, in a separate review listing):
 
 * the 128-value cap cut the port list (``PortCount`` > shown) or, with remote addresses, the
   address list (``RemoteIPCount`` > shown);
@@ -47,6 +49,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -56,7 +59,7 @@ from fwpolicy.config import ConfigError
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("powershell", "csv", "json")
+FORMATS = ("powershell", "csv", "json", "intune")
 POLICY_TABLE = "firewall_policy"
 INBOUND, OUTBOUND = "Inbound", "Outbound"
 DIRECTIONS = (INBOUND, OUTBOUND)
@@ -563,7 +566,149 @@ def render_json(rules: RuleSet) -> str:
     return json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
-RENDERERS = {"powershell": render_powershell, "csv": render_csv, "json": render_json}
+# Intune (Microsoft Graph). Field names, JSON types and enum values are those of the Graph beta
+# reference (microsoftgraph/microsoft-graph-docs-contrib, api-reference/beta/resources/):
+# intune-deviceconfig-windowsfirewallrule.md: displayName, description, filePath (String),
+#   protocol (Int32 0-255, "TCP = 6, UDP = 17"), localPortRanges, remotePortRanges,
+#   remoteAddressRanges (String collections; a port or address list left unset means All/any),
+#   profileTypes (windowsFirewallRuleNetworkProfileTypes: flags notConfigured, domain, private,
+#   public), action (stateManagementSetting: notConfigured, blocked, allowed), trafficDirection
+#   (windowsFirewallRuleTrafficDirectionType: notConfigured, out, in);
+# intune-deviceconfig-windows10endpointprotectionconfiguration.md: firewallRules, a collection of
+#   windowsFirewallRule of at most 150 elements.
+GRAPH_RULE_TYPE = "#microsoft.graph.windowsFirewallRule"
+GRAPH_PROFILE_TYPE = "#microsoft.graph.windows10EndpointProtectionConfiguration"
+GRAPH_MAX_RULES = 150
+GRAPH_PROTOCOLS = {"TCP": 6, "UDP": 17}
+GRAPH_DIRECTIONS = {INBOUND: "in", OUTBOUND: "out"}
+# New-NetFirewallRule without -Profile applies to every profile (Any); the same here, spelled out
+# as all three flags rather than left to the service's default.
+GRAPH_PROFILES = "domain,private,public"
+
+
+def intune_problems(rule: RuleProposal) -> list[str]:
+    """Why ``rule`` is left out of the Intune JSON: its review reasons, or what Graph cannot say.
+
+    Every rule without review reasons has a known direction and, having ports, TCP or UDP; the
+    last two checks only keep a rule from landing in neither the JSON nor the listing.
+    """
+    problems = list(rule.review)
+    if not problems and rule.protocol not in GRAPH_PROTOCOLS:
+        problems.append(f"protocol {rule.protocol}: a windowsFirewallRule with ports needs TCP or UDP")
+    if not problems and rule.direction not in GRAPH_DIRECTIONS:
+        problems.append(f"direction {rule.direction!r} is neither {INBOUND} nor {OUTBOUND}")
+    return problems
+
+
+def intune_rule(rule: RuleProposal, rules: RuleSet) -> dict[str, Any]:
+    """One ``windowsFirewallRule``: an allow rule for one program, direction, protocol and ports.
+
+    The program path is the one the PowerShell output gives ``-Program`` (machine-wide folders as
+    ``%SystemRoot%``, ``%ProgramFiles%``...). Ports go to ``localPortRanges`` for inbound rules and
+    ``remotePortRanges`` for outbound ones; the other list, and ``remoteAddressRanges`` when the
+    addresses are not restricted, are left out, which Graph documents as All/any.
+    """
+    ports_field = "localPortRanges" if rule.direction == INBOUND else "remotePortRanges"
+    body: dict[str, Any] = {
+        "@odata.type": GRAPH_RULE_TYPE,
+        "displayName": rule.name,
+        "description": describe(rule, rules),
+        "filePath": rule.program,
+        "protocol": GRAPH_PROTOCOLS[rule.protocol],
+        ports_field: list(rule.ports),
+        "trafficDirection": GRAPH_DIRECTIONS[rule.direction],
+        "action": "allowed",
+        "profileTypes": GRAPH_PROFILES,
+    }
+    if rule.remote_addresses:
+        body["remoteAddressRanges"] = list(rule.remote_addresses)
+    return body
+
+
+def split_intune(rules: RuleSet) -> tuple[list[RuleProposal], list[tuple[RuleProposal, list[str]]]]:
+    """The rules that go into the Intune JSON, and the others with why they stay out."""
+    ready: list[RuleProposal] = []
+    left_out: list[tuple[RuleProposal, list[str]]] = []
+    for rule in rules.rules:
+        problems = intune_problems(rule)
+        if problems:
+            left_out.append((rule, problems))
+        else:
+            ready.append(rule)
+    return ready, left_out
+
+
+def render_intune(rules: RuleSet) -> str:
+    """A Graph request body: a new endpoint-protection profile holding the ready rules.
+
+    ``POST /deviceManagement/deviceConfigurations`` (beta) with this body creates the profile
+    ``fwpolicy <window_end>``; rules flagged for review are not in it (``review_listing``).
+    The text is ASCII (non-ASCII characters as ``\\uXXXX``), so no tool can misread its encoding.
+    """
+    ready, left_out = split_intune(rules)
+    if len(ready) > GRAPH_MAX_RULES:
+        log.warning(
+            "%d Intune rules: Graph takes at most %d firewallRules per profile; split the JSON or "
+            "raise --min-machines / --min-days",
+            len(ready),
+            GRAPH_MAX_RULES,
+        )
+    o = rules.options
+    start = rules.window_start.isoformat() if rules.window_start else "?"
+    document = {
+        "@odata.type": GRAPH_PROFILE_TYPE,
+        "displayName": rules.group,
+        "description": (
+            f"Draft by fwpolicy from {POLICY_TABLE} [{start}, {rules.window_end.isoformat()}): "
+            f"allow rules for programs seen on at least {o.min_machines} machines and {o.min_days} days; "
+            f"{len(ready)} rules, {len(left_out)} flagged for review left out"
+        ),
+        "firewallRules": [intune_rule(r, rules) for r in ready],
+    }
+    # Sorted keys put each "@odata.type" first, where OData readers look for it.
+    return json.dumps(document, sort_keys=True, indent=2, ensure_ascii=True) + "\n"
+
+
+def review_listing(rules: RuleSet) -> str | None:
+    """For formats that leave rules to review out (``intune``): those rules and why; else None."""
+    if rules.options.fmt != "intune":
+        return None
+    ready, left_out = split_intune(rules)
+    lines = [
+        "# fwpolicy: rules left out of the Intune export; review, fix and add them by hand",
+        *(f"# {line}" for line in header_lines(rules)),
+        f"# in the Intune JSON: {len(ready)} rules; listed here: {len(left_out)}",
+    ]
+    if len(ready) > GRAPH_MAX_RULES:
+        lines.append(
+            f"# WARNING: Graph takes at most {GRAPH_MAX_RULES} firewallRules per profile: split the "
+            "JSON or raise --min-machines / --min-days"
+        )
+    for rule, problems in left_out:
+        ports = ", ".join(rule.ports) or "none recorded"
+        addresses = ", ".join(rule.remote_addresses) or "any"
+        lines += [
+            "",
+            f"{one_line(rule.direction)} {one_line(rule.alias_path)}",
+            f"  program: {one_line(rule.program)}",
+            f"  protocol: {rule.protocol}; ports: {ports}; remote addresses: {addresses}",
+            f"  evidence: {rule.machines} machines, {rule.days} days, {rule.connections} connections",
+            *(f"  REVIEW: {one_line(problem)}" for problem in problems),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def review_path(target: str | Path) -> Path:
+    """Where the review listing of ``--to TARGET`` goes: ``TARGET.review.txt``, beside it."""
+    return Path(f"{target}.review.txt")
+
+
+RENDERERS = {
+    "powershell": render_powershell,
+    "csv": render_csv,
+    "json": render_json,
+    "intune": render_intune,
+}
 
 
 def render(rules: RuleSet) -> str:
@@ -625,8 +770,10 @@ def read_snapshot(
     return rows
 
 
-def export_policy(spark: SparkSession, output_root: str, window_end: dt.date, options: ExportOptions) -> str:
-    """Read the ``window_end`` snapshot under ``output_root`` and render its rules as text."""
+def snapshot_rules(
+    spark: SparkSession, output_root: str, window_end: dt.date, options: ExportOptions
+) -> RuleSet:
+    """Read the ``window_end`` snapshot under ``output_root`` and build its rules."""
     rows = read_snapshot(spark, output_root, window_end, options.include_remote_addresses)
     starts = sorted({r["window_start"] for r in rows if r.get("window_start") is not None})
     rules = build_rules(rows, window_end, options, starts[0] if starts else None)
@@ -638,4 +785,9 @@ def export_policy(spark: SparkSession, output_root: str, window_end: dt.date, op
         len(rules.rules),
         rules.to_review,
     )
-    return render(rules)
+    return rules
+
+
+def export_policy(spark: SparkSession, output_root: str, window_end: dt.date, options: ExportOptions) -> str:
+    """Read the ``window_end`` snapshot under ``output_root`` and render its rules as text."""
+    return render(snapshot_rules(spark, output_root, window_end, options))
