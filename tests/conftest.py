@@ -15,9 +15,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from pyspark.sql import SparkSession
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 TESTS = Path(__file__).resolve().parent
 TIERS = ("unit", "integration", "slow")
@@ -28,7 +31,8 @@ sys.path.insert(0, str(TESTS))
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by mark
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test with the tier of its directory (tests/unit, tests/integration, tests/slow)."""
+    """Mark each test with the tier of its directory (tests/unit, tests/integration, tests/slow),
+    and refuse a unit test that asks for a Spark session."""
     for item in items:
         try:
             tier = item.path.resolve().relative_to(TESTS).parts[0]
@@ -36,6 +40,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             continue
         if tier in TIERS:
             item.add_marker(tier)
+        if tier == "unit" and "spark" in getattr(item, "fixturenames", ()):
+            raise pytest.UsageError(f"{item.nodeid} uses a Spark session: move it to tests/integration")
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Running the job with ``spark-submit``, shared by the tests that do it as a user would.
 
-``integration/test_package.py`` submits it with the wheel on ``--py-files`` (``local[2]``);
+``slow/test_package.py`` submits it with the wheel on ``--py-files`` (``local[2]``);
 ``slow/test_standalone_cluster.py`` submits it to a standalone master and worker. Both run
 ``jobs/firewall_policy.py`` over ``TINY_ROWS`` and compare the ``firewall_policy`` table it
 writes with an in-process result.

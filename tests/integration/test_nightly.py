@@ -11,8 +11,8 @@ holds two aligned 8-day blocks, so one test rolls those up.
 The spec, the blocks of days and the plan, which need no Spark job, are in
 ``unit/test_nightly_blocks.py``.
 
-Each night is a few dozen small Spark jobs (about 10 s here), so the two multi-night scenarios
-that need a lake of their own, late events and a 20-day window of 8-day blocks, are in the
+Each night is a few dozen small Spark jobs (about 10 s here), so the two scenarios of three
+nights or runs each, late events and a 20-day window of 8-day blocks, are in the
 ``slow`` tier (``make slow-test``); ``make test`` keeps the first and next nights, the
 changed configuration and the refusals.
 """
@@ -251,7 +251,7 @@ def test_first_night_equals_full_run_next_night_computes_new_and_refresh_days(sp
     assert sorted(r[0] for r in ends.collect()) == [day(4), day(5)]
 
 
-@pytest.mark.slow  # three nights or runs on a lake of its own: see the module docstring
+@pytest.mark.slow  # three nights or runs: see the module docstring
 def test_late_events_within_refresh_are_included_older_ones_are_not(spark, lake, first_night, tmp_path):
     """Late events of a refresh day enter the next night's result; older late ones do not.
 
@@ -314,7 +314,7 @@ def test_changed_config_recomputes_every_day(spark, first_night, tmp_path):
     assert {r[0] for r in stored.distinct().collect()} == {partials_digest(cfg)}
 
 
-@pytest.mark.slow  # three nights or runs on a lake of its own: see the module docstring
+@pytest.mark.slow  # three nights or runs: see the module docstring
 def test_long_window_rolls_up_eight_day_blocks_as_a_full_run(spark, lake, tmp_path):
     """A 20-day window ending on D5 is four single days and two aligned 8-day blocks; the lake's
     days D0..D5 all fall in the second block. Rolled up, the blocks equal a full run, whether the

@@ -1,8 +1,9 @@
 """The README's walkthrough runs as written.
 
 The commands are read from the README's "From demo data to a reviewed policy" block, not copied
-here, so the test fails when the README and the CLI drift apart. Only two things change: paths
-under ``data/`` go to a temporary directory, and the fleet is made small (``--devices``).
+here, so the test fails when the README and the CLI drift apart. Only paths and the fleet's size
+change: ``data/`` goes to a temporary directory, ``conf/`` to the repository's own, and the fleet
+is made small (``--devices``).
 """
 
 from __future__ import annotations

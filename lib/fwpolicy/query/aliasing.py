@@ -14,13 +14,12 @@ The alias is one Column expression: Spark evaluates it in the JVM, never through
 
 from __future__ import annotations
 
-from typing import Any
-
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from fwpolicy.config import PROFILES
+from fwpolicy.config import PROFILES, PolicyConfig
 from fwpolicy.query.kql import ColumnOrName, _col, kql_contains, kql_indexof, kql_startswith, kql_substring
+from fwpolicy.query.normalized import normalized_alias
 
 
 def kql_alias(folder_path: ColumnOrName) -> Column:
@@ -48,12 +47,10 @@ def kql_alias(folder_path: ColumnOrName) -> Column:
     )
 
 
-def alias_expr(folder_path: ColumnOrName, profile: str = "kql", cfg: Any = None) -> Column:
+def alias_expr(folder_path: ColumnOrName, profile: str = "kql", cfg: PolicyConfig | None = None) -> Column:
     """The alias expression of a profile (see ``PROFILES``); ``cfg`` may name alias rules."""
     if profile == "kql":
         return kql_alias(folder_path)
     if profile == "normalized":
-        from fwpolicy.query.normalized import normalized_alias
-
         return normalized_alias(folder_path, cfg)
     raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")

@@ -163,7 +163,7 @@ def _packaged_rules() -> Any:
     return resources.files("fwpolicy") / "aliases.yaml"
 
 
-def rules_path(cfg: Any = None) -> Any:
+def rules_path(cfg: PolicyConfig | None = None) -> Any:
     """Where the alias rules come from: ``cfg.aliases`` when set, else the repository's
     ``conf/aliases.yaml``, else a copy packaged as ``fwpolicy/aliases.yaml`` (a wheel)."""
     configured = getattr(cfg, "aliases", None)
@@ -306,7 +306,7 @@ def compile_aliases(rules: Iterable[AliasRule]) -> Callable[[ColumnOrName], Colu
     return alias
 
 
-def normalized_alias(folder_path: ColumnOrName, cfg: Any = None) -> Column:
+def normalized_alias(folder_path: ColumnOrName, cfg: PolicyConfig | None = None) -> Column:
     """``AliasPath`` under profile ``normalized``, with the rules of ``rules_path(cfg)``."""
     return compile_aliases(load_alias_rules(rules_path(cfg)))(folder_path)
 
@@ -360,7 +360,7 @@ def os_family_expr(folder_path: ColumnOrName, os_platform: ColumnOrName | None =
     )
 
 
-def _port_setting(cfg: Any, name: str) -> int:
+def _port_setting(cfg: PolicyConfig | None, name: str) -> int:
     """``cfg``'s port setting ``name``, else ``PolicyConfig``'s default (defined there only)."""
     value = getattr(cfg, name, getattr(PolicyConfig, name))
     if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65536):
@@ -369,7 +369,7 @@ def _port_setting(cfg: Any, name: str) -> int:
 
 
 def ephemeral_start_expr(
-    folder_path: ColumnOrName, cfg: Any, os_platform: ColumnOrName | None = None
+    folder_path: ColumnOrName, cfg: PolicyConfig | None, os_platform: ColumnOrName | None = None
 ) -> Column:
     """First port of the ephemeral range for each row, by OS (see ``os_family_expr``).
 
