@@ -13,6 +13,11 @@ from pyspark.sql import types as T
 # files in any tier directory below tests/.
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
+# The shipped benign-traffic rules, and the event columns their matches may name.
+SHIPPED_EXCLUSIONS = REPO / "conf" / "exclusions.yaml"
+RULE_COLUMNS = frozenset(
+    {"InitiatingProcessFileName", "InitiatingProcessCommandLine", "RemoteUrl", "RemoteIP"}
+)
 
 EVENT_FIELDS = (
     ("Timestamp", T.TimestampType()),

@@ -29,15 +29,9 @@ from fwpolicy.query.seed import (
 )
 from fwpolicy.review.exclusions import load_rules
 
-from helpers import DAY, EVENT_FIELDS, NEXT_DAY, REPO, event
-
-SHIPPED = REPO / "conf" / "exclusions.yaml"
-COLUMNS = {
-    "InitiatingProcessFileName",
-    "InitiatingProcessCommandLine",
-    "RemoteUrl",
-    "RemoteIP",
-}
+from helpers import DAY, EVENT_FIELDS, NEXT_DAY, event
+from helpers import RULE_COLUMNS as COLUMNS
+from helpers import SHIPPED_EXCLUSIONS as SHIPPED
 
 EDGE_RULES = """\
 rules:

@@ -11,15 +11,8 @@ import pytest
 from fwpolicy.config import ConfigError
 from fwpolicy.review.exclusions import SCENARIOS, load_rules
 
-from helpers import REPO
-
-SHIPPED = REPO / "conf" / "exclusions.yaml"
-COLUMNS = {
-    "InitiatingProcessFileName",
-    "InitiatingProcessCommandLine",
-    "RemoteUrl",
-    "RemoteIP",
-}
+from helpers import RULE_COLUMNS as COLUMNS
+from helpers import SHIPPED_EXCLUSIONS as SHIPPED
 
 # --------------------------------------------------------------------------- the shipped file
 

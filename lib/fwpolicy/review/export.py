@@ -56,6 +56,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from fwpolicy.config import ConfigError
+from fwpolicy.io.sink import table_path
 
 log = logging.getLogger(__name__)
 
@@ -722,8 +723,6 @@ def render(rules: RuleSet) -> str:
 
 
 def policy_path(output_root: str) -> str:
-    from fwpolicy.io.sink import table_path
-
     return table_path(output_root, POLICY_TABLE)
 
 
