@@ -41,8 +41,6 @@ from fwpolicy.tasks.audit import AUDIT_TABLE
 from fwpolicy.tasks.generate import generate_events, write_lake
 from fwpolicy.tasks.run import POLICY_TABLE, run
 
-from helpers import REPO
-
 pytestmark = pytest.mark.slow
 
 START = dt.date(2026, 8, 1)
@@ -72,7 +70,13 @@ def start_job(
     handle = log.open("w")
     try:
         return subprocess.Popen(
-            argv, cwd=REPO, env=job_env(), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+            # cwd: the log's temporary folder, so the job's spark-warehouse/ is not made in the repo
+            argv,
+            cwd=log.parent,
+            env=job_env(),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     finally:
         handle.close()
