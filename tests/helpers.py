@@ -18,6 +18,13 @@ SHIPPED_EXCLUSIONS = REPO / "conf" / "exclusions.yaml"
 RULE_COLUMNS = frozenset(
     {"InitiatingProcessFileName", "InitiatingProcessCommandLine", "RemoteUrl", "RemoteIP"}
 )
+# The export golden files, the window of the snapshot they render, the options they are rendered
+# with, and the path with quote characters that one of their rules carries (integration and unit
+# export tests both check them).
+EXPORT_GOLDEN = TESTS / "golden" / "export"
+EXPORT_WINDOW = (dt.date(2026, 8, 1), dt.date(2026, 8, 8))
+EXPORT_GOLDEN_OPTIONS = {"min_machines": 2, "min_days": 2, "include_remote_addresses": True}
+QUOTED_ALIAS = "%programfiles%\\o'neil & sons\\$env:app\\`run tool.exe"
 
 EVENT_FIELDS = (
     ("Timestamp", T.TimestampType()),

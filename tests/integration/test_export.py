@@ -40,13 +40,13 @@ from fwpolicy.review.export import (
     render_powershell,
 )
 
-from helpers import TESTS
+from helpers import EXPORT_GOLDEN as GOLDEN
+from helpers import EXPORT_GOLDEN_OPTIONS as GOLDEN_OPTIONS
+from helpers import EXPORT_WINDOW, QUOTED_ALIAS
 
-GOLDEN = TESTS / "golden" / "export"
-START, END = dt.date(2026, 8, 1), dt.date(2026, 8, 8)
+START, END = EXPORT_WINDOW
 OLD_START, OLD_END = dt.date(2026, 7, 25), dt.date(2026, 8, 1)
 SEEN = dt.datetime(2026, 8, 1, 9, 0, 0)
-GOLDEN_OPTIONS = {"min_machines": 2, "min_days": 2, "include_remote_addresses": True}
 
 POLICY_SCHEMA = T.StructType(
     [
@@ -71,8 +71,6 @@ POLICY_SCHEMA = T.StructType(
         T.StructField("window_end", T.DateType()),
     ]
 )
-
-QUOTED_ALIAS = "%programfiles%\\o'neil & sons\\$env:app\\`run tool.exe"
 
 
 def policy_row(**kw: Any) -> dict[str, Any]:

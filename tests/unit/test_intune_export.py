@@ -11,7 +11,6 @@ Graph beta reference (microsoftgraph/microsoft-graph-docs-contrib, api-reference
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -33,12 +32,12 @@ from fwpolicy.review.export import (
     review_path,
 )
 
-from helpers import TESTS
+from helpers import EXPORT_GOLDEN as GOLDEN
+from helpers import EXPORT_GOLDEN_OPTIONS as GOLDEN_OPTIONS
+from helpers import EXPORT_WINDOW, QUOTED_ALIAS
 
-GOLDEN = TESTS / "golden" / "export"
-START, END = dt.date(2026, 8, 1), dt.date(2026, 8, 8)
-INTUNE = ExportOptions(fmt="intune", min_machines=2, min_days=2, include_remote_addresses=True)
-QUOTED_ALIAS = "%programfiles%\\o'neil & sons\\$env:app\\`run tool.exe"
+START, END = EXPORT_WINDOW
+INTUNE = ExportOptions(fmt="intune", **GOLDEN_OPTIONS)
 
 # windowsFirewallRule properties as documented, with the JSON type of each value.
 STRING, INT, STRINGS = "string", "int", "strings"

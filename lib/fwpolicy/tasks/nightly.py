@@ -58,7 +58,7 @@ from fwpolicy.config import SOURCE_FORMATS, ConfigError, PolicyConfig, RunSpec, 
 from fwpolicy.io.session import get_spark
 from fwpolicy.io.sink import check_outputs, commit_tag, read_table, replace_where, table_path
 from fwpolicy.io.source import partition_column, read_window
-from fwpolicy.io.storage import delta_identifier, is_delta_table, qualified
+from fwpolicy.io.storage import is_delta_table
 from fwpolicy.query.seed import (
     DAY_BITS,
     connection_table,
@@ -343,8 +343,11 @@ def check_state_layout(spark: SparkSession, path: str) -> None:
     """Refuse a state table partitioned otherwise than ``STATE_PARTITIONS`` (written by an older
     fwpolicy): its blocks cannot be replaced one by one. It holds only derived rows.
 
-    Asked only after a write into it failed: ``DESCRIBE DETAIL`` costs seconds in a new process."""
-    detail = spark.sql(f"DESCRIBE DETAIL {delta_identifier(qualified(spark, path))}").first()
+    Asked only after a write into it failed: reading the table's detail costs seconds in a new
+    process."""
+    from delta.tables import DeltaTable
+
+    detail = DeltaTable.forPath(spark, path).detail().select("partitionColumns").first()  # one row
     found = tuple(detail["partitionColumns"]) if detail else ()
     if found != STATE_PARTITIONS:
         raise ConfigError(
