@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import pytest
@@ -20,6 +21,7 @@ from fwpolicy.query.seed import (
     matched_rows,
     normalize_nulls,
     removal_reason,
+    served_only,
     server_keys,
     where_clauses,
 )
@@ -107,6 +109,46 @@ def test_semi_join_keeps_only_keyed_inbound_rows(conns):
     got = sorted((r["DeviceId"], r["Port"], r["RemoteIP"], r["Connections"]) for r in matched.collect())
     # RemoteIP is blanked for inbound rows, so d1's three 445 rows collapse into one connection.
     assert got == [("d1", 445, "", 3), ("d1", 1433, "", 1)]
+
+
+def test_early_semi_join_keeps_what_the_join_after_merging_keeps(spark):
+    # The nightly drops unserved inbound rows from its blocks before they merge. d2's 445 is
+    # keyed by a listen three days after its connection; d3's 40000 is never keyed.
+    later = dt.datetime(2026, 8, 4, 12)
+    rows = [
+        *ROWS,
+        event(
+            DeviceId="d2",
+            ActionType="ListeningConnectionCreated",
+            LocalPort=445,
+            Timestamp=later,
+            RemoteIP="",
+            InitiatingProcessFolderPath=SVCHOST,
+        ),
+        event(
+            DeviceId="d3",
+            ActionType="ConnectionSuccess",
+            LocalPort=40000,
+            RemoteIP="10.0.0.4",
+            InitiatingProcessFolderPath=SVCHOST,
+        ),
+    ]
+    cfg = PolicyConfig()
+    daily = connection_table(where_clauses(events_df(spark, rows), cfg))  # a row per day and key
+    inbound = F.col("Facet") == INBOUND_DETAIL
+    kept = served_only(daily, cfg)
+    # The d2 row of 2026-08-01 is kept by the key of 2026-08-04; the d3 row goes.
+    assert {(r["DeviceId"], r["Port"]) for r in kept.where(inbound).collect()} == {
+        ("d1", 445),
+        ("d1", 1433),
+        ("d2", 445),
+    }
+    assert daily.where(inbound & (F.col("DeviceId") == "d3")).count() == 1
+    assert kept.where(~inbound).exceptAll(daily.where(~inbound).select(*kept.columns)).count() == 0
+    assert kept.where(~inbound).count() == daily.where(~inbound).count()
+    early = matched_rows(kept, cfg).drop("EventDate")
+    late = matched_rows(daily, cfg).drop("EventDate").select(*early.columns)
+    assert early.exceptAll(late).count() == 0 and late.exceptAll(early).count() == 0
 
 
 def outbound_events(spark, cfg):

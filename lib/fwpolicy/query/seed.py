@@ -14,7 +14,8 @@ its order, and each section is one clause of it:
 2. **server keys** (``server_keys``): ``distinct DeviceId, InitiatingProcessFolderPath,
    LocalPort`` of listen and accept events, taken from the reduced table.
 3. **inbound semi join** (``inbound_leg``): inbound rows whose key is a server key, broadcast
-   when the keys are small.
+   when the keys are small. The nightly applies it once more, early, to its blocks before they
+   merge (``served_only``).
 4. **outbound leg** (``outbound_leg``), with its anti join explained there.
 5. **alias** (``with_alias``): ``AliasPath`` of each distinct folder path, joined back.
 6. **summarize** (``summarize``): ``count()``, ``dcount(DeviceId)``, ``makeset(Port)`` and
@@ -344,6 +345,21 @@ def inbound_leg(conns: DataFrame, cfg: PolicyConfig) -> DataFrame:
     kept = conns.where(F.col("Removed").isNull())
     keys = _join_hint(server_keys(kept), cfg)
     return kept.join(keys, on=list(SERVER_KEY), how="left")
+
+
+def served_only(conns: DataFrame, cfg: PolicyConfig) -> DataFrame:
+    """The semi join applied early, to reduced rows that have yet to merge (the nightly's blocks).
+
+    An inbound row whose server key no row of ``conns`` holds is dropped; every other row is
+    kept as it is. Merging never changes a row's key, and a key is a server key of the window
+    when any block holds a listen or accept for it, so ``inbound_leg`` over the merged rows keeps
+    exactly what it would have kept. What this saves: a client's connection from a port below
+    the ephemeral start (Linux's 32768-49151 under profile ``kql``) is an inbound candidate with
+    its own key per port, which no day repeats; the blocks carry them until the join drops them.
+    """
+    keys = _join_hint(server_keys(conns.where(F.col("Removed").isNull())), cfg)
+    unserved = (F.col("Facet") == F.lit(INBOUND_DETAIL)) & F.col("_server_key").isNull()
+    return conns.join(keys, on=list(SERVER_KEY), how="left").where(~unserved).drop("_server_key")
 
 
 # ======================================================================= 4. outbound leg

@@ -14,7 +14,9 @@ block is one row there, not 64, so the state shrinks as connections repeat. Each
 2. reads the source once for the days that must be computed (date partitions pruned to them),
    and stores their one-day blocks in one Delta commit;
 3. builds each missing longer block from the eight blocks under it (one commit per length);
-4. rolls the window's blocks up into the reduced table a full run builds (``roll_up``), runs
+4. rolls the window's blocks up into the reduced table a full run builds (``roll_up``; inbound
+   rows that no server key of the window admits are dropped before they merge,
+   ``seed.served_only``, as the semi join would drop them after), runs
    steps 2 to 6 of the seed query over it, and replaces the ``window_end = date + 1``
    partition of ``firewall_policy``, ``unusual_programs`` and ``excluded_connections``, as
    ``run`` does; then appends the night's row to ``run_audit`` (``command = 'nightly'``; its
@@ -65,6 +67,7 @@ from fwpolicy.query.seed import (
     from_connections,
     materialized,
     merge_rows,
+    served_only,
     where_clauses,
 )
 from fwpolicy.review.exclusions import RuleSet, load_rules
@@ -572,7 +575,8 @@ def run_nightly(spec: NightlySpec, spark: SparkSession | None = None) -> Nightly
                 .where(_blocks_filter(plan.window))
                 .where(F.col(DIGEST_COLUMN) == F.lit(digest))
             )
-            query = from_connections(roll_up(window_blocks, start, end), cfg, (start, end), materialized)
+            rolled = roll_up(served_only(window_blocks, cfg), start, end)
+            query = from_connections(rolled, cfg, (start, end), materialized)
             policy_rows, _ = write_window_tables(query, spec.output, existing)
             step = _timed(steps, "roll-up", step)
     except Exception:
