@@ -4,6 +4,8 @@ A job never hard-codes a master or jars: under ``spark-submit`` (or on Databrick
 the session already exists or is configured by the launcher, and we only ``getOrCreate`` it.
 Run from a plain ``python`` process, we build an embedded ``local[*]`` session with Delta Lake.
 
+The embedded JVM maps the class archive that ``make setup`` builds (``io.class_archive``).
+
 Delta's jars are found in this order, so that a fresh machine needs nobody:
 1. ``FWPOLICY_DELTA_JARS``: a comma-separated list of jar paths;
 2. the jars ``make setup`` fetched with Maven into ``~/.cache/fwpolicy/jars/delta-<version>/``;
@@ -18,6 +20,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 from pyspark.sql import SparkSession
+
+from fwpolicy.io import class_archive
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,17 @@ def _launched_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
+def driver_java_options() -> str:
+    """The embedded JVM's options: ``FWPOLICY_DRIVER_JAVA_OPTIONS`` if set, else the throughput
+    collector (G1's concurrent threads and barriers compete with the tasks on a laptop's few
+    cores: a 2M-event run took 26 s instead of 32 s) and the class archive if ``make setup``
+    built one (``fwpolicy.io.class_archive``)."""
+    chosen = os.environ.get("FWPOLICY_DRIVER_JAVA_OPTIONS")
+    if chosen is not None:
+        return chosen
+    return " ".join(["-XX:+UseParallelGC", *class_archive.java_options()])
+
+
 def local_builder(master: str = "local[*]", app_name: str = "fwpolicy") -> SparkSession.Builder:
     """A builder for an embedded session with Delta Lake; tests and the CLI share it."""
     builder = (
@@ -85,12 +100,7 @@ def local_builder(master: str = "local[*]", app_name: str = "fwpolicy") -> Spark
         # the driver's time on small inputs. A kept class is a few kilobytes.
         .config("spark.sql.codegen.cache.maxEntries", "2000")
         .config("spark.driver.memory", os.environ.get("FWPOLICY_DRIVER_MEMORY", "3g"))
-        # The throughput collector: G1's concurrent threads and barriers compete with the
-        # tasks on a laptop's few cores (a 2M-event run: 26 s instead of 32 s).
-        .config(
-            "spark.driver.extraJavaOptions",
-            os.environ.get("FWPOLICY_DRIVER_JAVA_OPTIONS", "-XX:+UseParallelGC"),
-        )
+        .config("spark.driver.extraJavaOptions", driver_java_options())
     )
     jars = local_delta_jars()
     if jars:
@@ -144,3 +154,6 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     where = fetch_delta_jars()
     print(f"Delta jars: {where or 'resolved by Spark on first use'}")
+    print("building the JVM class archive (a one-off of about a minute) ...", flush=True)
+    archive = class_archive.build()
+    print(f"class archive: {archive or 'not built; the embedded session starts without it'}")
