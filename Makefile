@@ -13,7 +13,7 @@ BENCH_ARGS ?=
 # extra pytest arguments for the test targets, e.g. `make test TEST_ARGS="--durations=15"`
 TEST_ARGS ?=
 
-.PHONY: help setup run test unit-test slow-test lint bench package clean
+.PHONY: help setup archive run test unit-test slow-test lint bench package clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -27,7 +27,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv, install fwpolicy with dev tools, fetch Delta jars
 
-run: $(STAMP) ## demo: generate data/ once, run the job on local[*], print a summary
+# The embedded JVM's class archive (fwpolicy.io.class_archive): built once per Java and pyspark,
+# for the commands whose start-up a user waits on; `make test` does without it.
+archive: $(STAMP) ## build the JVM class archive that embedded sessions map (about a minute, once)
+	$(PY) -m fwpolicy.io.class_archive
+
+run: archive ## demo: generate data/ once, run the job on local[*], print a summary
 	$(PY) -m fwpolicy demo
 
 test: $(STAMP) ## tests/unit and tests/integration, on local Spark (the slow tier: make slow-test)
@@ -40,7 +45,7 @@ lint: $(STAMP) ## ruff: lint and formatting
 	$(PY) -m ruff check lib jobs tests bench
 	$(PY) -m ruff format --check lib jobs tests bench
 
-bench: $(STAMP) ## build benchmark lakes and compare with DuckDB, a naive port and the floor
+bench: archive ## build benchmark lakes and compare with DuckDB, a naive port and the floor
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 package: $(STAMP) ## build the wheel for spark-submit --py-files into dist/

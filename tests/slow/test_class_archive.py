@@ -1,4 +1,4 @@
-"""``make setup`` builds a class archive that a fresh JVM maps.
+"""``make archive`` builds a class archive that a fresh JVM maps.
 
 The archive is built into a temporary cache (the training process runs generate, run, nightly
 and export there), then a second process starts a session with ``-Xshare:on``, which makes the

@@ -7,7 +7,7 @@ with the archive; Spark's bare scan: 8.5 s, 5.5 s). The JVM can instead map thos
 already parsed and verified, from an archive written once (JDK's dynamic CDS,
 ``-XX:ArchiveClassesAtExit`` / ``-XX:SharedArchiveFile``).
 
-``make setup`` builds the archive (``python -m fwpolicy.io.session`` calls ``build``): one
+``make run`` and ``make bench`` build the archive (``make archive``: ``build`` below), once: one
 process runs ``generate``, ``run``, ``nightly`` and ``export`` on a small lake in a temporary
 folder, and its JVM writes the classes it loaded when it exits. The archive lives beside the
 Delta jars in the user's cache, keyed by the Java binary and the pyspark and delta-spark
@@ -64,7 +64,7 @@ def java_options() -> list[str]:
 
 
 def build(force: bool = False) -> Path | None:
-    """Write the archive (``make setup``): a training process's JVM dumps its classes at exit.
+    """Write the archive (``make archive``): a training process's JVM dumps its classes at exit.
 
     The archive is written under a temporary name and renamed when complete, so an interrupted
     build leaves nothing a run would map. Returns its path, or None when it could not be built
@@ -119,4 +119,8 @@ if __name__ == "__main__":
         train(Path(sys.argv[2]))
     else:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-        print(f"class archive: {build(force='--force' in sys.argv) or 'not built'}")
+        force = "--force" in sys.argv
+        existing = archive_path()
+        if force or existing is None or not existing.is_file():
+            print("building the JVM class archive (once; about a minute) ...", flush=True)
+        print(f"class archive: {build(force) or 'not built; embedded sessions start without it'}")

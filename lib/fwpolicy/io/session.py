@@ -4,7 +4,8 @@ A job never hard-codes a master or jars: under ``spark-submit`` (or on Databrick
 the session already exists or is configured by the launcher, and we only ``getOrCreate`` it.
 Run from a plain ``python`` process, we build an embedded ``local[*]`` session with Delta Lake.
 
-The embedded JVM maps the class archive that ``make setup`` builds (``io.class_archive``).
+The embedded JVM maps the class archive that ``make run`` and ``make bench`` build
+(``io.class_archive``).
 
 Delta's jars are found in this order, so that a fresh machine needs nobody:
 1. ``FWPOLICY_DELTA_JARS``: a comma-separated list of jar paths;
@@ -64,7 +65,7 @@ def _launched_by_spark_submit() -> bool:
 def driver_java_options() -> str:
     """The embedded JVM's options: ``FWPOLICY_DRIVER_JAVA_OPTIONS`` if set, else the throughput
     collector (G1's concurrent threads and barriers compete with the tasks on a laptop's few
-    cores: a 2M-event run took 26 s instead of 32 s) and the class archive if ``make setup``
+    cores: a 2M-event run took 26 s instead of 32 s) and the class archive if ``make archive``
     built one (``fwpolicy.io.class_archive``)."""
     chosen = os.environ.get("FWPOLICY_DRIVER_JAVA_OPTIONS")
     if chosen is not None:
@@ -154,6 +155,3 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     where = fetch_delta_jars()
     print(f"Delta jars: {where or 'resolved by Spark on first use'}")
-    print("building the JVM class archive (a one-off of about a minute) ...", flush=True)
-    archive = class_archive.build()
-    print(f"class archive: {archive or 'not built; the embedded session starts without it'}")
