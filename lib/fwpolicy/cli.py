@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import sys
 import time
@@ -104,6 +105,8 @@ def print_summary(result, rows: list[dict], out=None) -> None:
         )
     print(f"\nrows written: {result.rows_written}", file=out)
     print(f"table:        {result.table}", file=out)
+    if result.changes is not None:
+        print(f"changes:      {result.changes.describe()} (policy_changes)", file=out)
     print(f"time taken:   {result.seconds:.1f}s", file=out)
 
 
@@ -115,6 +118,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     spark = get_spark()
     result = run(spec, spark)
     print_summary(result, result.top)
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """Print what changed in ``firewall_policy`` between two windows (``review.changes``)."""
+    from pyspark.sql import functions as F
+
+    from fwpolicy.io.session import get_spark
+    from fwpolicy.io.sink import table_path
+    from fwpolicy.io.storage import is_delta_table
+    from fwpolicy.review.changes import CHANGE_COLUMNS, diff
+
+    settings = load_policy_config(args.conf).changes
+    spark = get_spark()
+    path = table_path(args.output, "firewall_policy")
+    if not is_delta_table(spark, path):
+        raise ConfigError(f"no firewall_policy table under {args.output}: run `fwpolicy run` first")
+    changes, previous = diff(spark, path, args.window_end, args.against, settings)
+    order = [F.col(c) for c in ("Directionality", "AliasPath", "ChangeType")]
+    rows = [r.asDict() for r in changes.orderBy(*order).collect()]  # changes: a few per program
+    if args.format == "json":
+        body = {
+            "window_end": args.window_end.isoformat(),
+            "previous_window_end": previous.isoformat() if previous else None,
+            "changes": [{c: r[c] for c in CHANGE_COLUMNS[:4]} for r in rows],
+        }
+        print(json.dumps(body, indent=2))
+        return 0
+    if previous is None:
+        print(f"window_end {args.window_end} is the first window in {path}: no earlier window, no changes")
+        return 0
+    print(f"changes in firewall_policy from window_end {previous} to {args.window_end}: {len(rows)}")
+    for r in rows:
+        print(f"  {r['ChangeType']:<16} {r['Directionality']:<8} {r['AliasPath']}\n      {r['Detail']}")
     return 0
 
 
@@ -271,6 +308,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--to", type=Path, default=None, help="write to this file (default: stdout)")
     p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser("diff", help="what changed in firewall_policy between two windows")
+    p.add_argument("--output", required=True, help="output root of a run (holds firewall_policy)")
+    p.add_argument("--window-end", required=True, type=date_arg, help="the window to describe")
+    p.add_argument(
+        "--against",
+        type=date_arg,
+        default=None,
+        help="the window_end to compare with (default: the latest one before --window-end)",
+    )
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--conf", type=Path, default=None, help="YAML settings file (its changes: section)")
+    p.set_defaults(handler=cmd_diff)
 
     p = sub.add_parser("generate", help="write a deterministic simulated fleet (demo/test data)")
     p.add_argument("--output", required=True)

@@ -142,6 +142,56 @@ def _weights(given: Any) -> dict[str, int]:
     return out
 
 
+# ------------------------------------------------------------------ change settings
+
+CHANGE_TYPES = (
+    "new_program",
+    "gone_program",
+    "new_ports",
+    "gone_ports",
+    "remote_ips_grew",
+    "machines_grew",
+    "machines_shrank",
+)
+
+
+@dataclass(frozen=True)
+class ChangeSettings:
+    """When a program's figures changed enough to be listed in ``policy_changes``.
+
+    Ports and programs are listed on any change. Remote IPs and machines move a little every
+    night, so they are listed only past both a ratio and an absolute step (defaults: remote IPs
+    at least 1.5x and +10; machines up or down by at least 25% and 2 machines).
+    """
+
+    remote_ips_ratio: float = 1.5
+    remote_ips_min: int = 10
+    machines_ratio: float = 0.25
+    machines_min: int = 2
+
+    def __post_init__(self) -> None:
+        for name, low in (("remote_ips_min", 1), ("machines_min", 1)):
+            value = getattr(self, name)
+            if not (_is_int(value) and value >= low):
+                raise ConfigError(f"changes: {name} must be an integer >= {low}, got {value!r}")
+        ratio = self.remote_ips_ratio
+        if not (isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and ratio > 1):
+            raise ConfigError(f"changes: remote_ips_ratio must be a number > 1, got {ratio!r}")
+        share = self.machines_ratio
+        if not (isinstance(share, (int, float)) and not isinstance(share, bool) and 0 < share < 1):
+            raise ConfigError(f"changes: machines_ratio must be a number in (0, 1), got {share!r}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> ChangeSettings:
+        """Settings from a YAML mapping (a ``changes:`` section); unknown keys are errors."""
+        values = dict(values or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"changes: unknown setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
 # ------------------------------------------------------------------ the query
 
 
@@ -161,6 +211,7 @@ class PolicyConfig:
     ephemeral_start_linux: int = 32768  # profile normalized: per-OS ephemeral ranges
     ephemeral_start_macos: int = 49152
     hunting: Any = None  # HuntingSettings, or a mapping of its fields (see fwpolicy.review.hunting)
+    changes: Any = None  # ChangeSettings, or a mapping of its fields (see fwpolicy.review.changes)
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -187,6 +238,13 @@ class PolicyConfig:
                 object.__setattr__(self, "hunting", HuntingSettings.from_mapping(self.hunting))
             except (TypeError, ValueError) as e:
                 raise ConfigError(f"hunting: {e}") from e
+        if not isinstance(self.changes, ChangeSettings):
+            if self.changes is not None and not isinstance(self.changes, Mapping):
+                raise ConfigError(f"changes: expected a mapping of settings, got {self.changes!r}")
+            try:
+                object.__setattr__(self, "changes", ChangeSettings.from_mapping(self.changes))
+            except TypeError as e:
+                raise ConfigError(f"changes: {e}") from e
 
     def digest(self) -> str:
         """A short stable hash of the settings, recorded with each run's output."""

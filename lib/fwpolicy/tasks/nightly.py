@@ -72,7 +72,7 @@ from fwpolicy.query.seed import (
 )
 from fwpolicy.review.exclusions import RuleSet, load_rules
 from fwpolicy.tasks.audit import AUDIT_TABLE, RunAudit
-from fwpolicy.tasks.run import POLICY_TABLE, WINDOW_TABLES, check_paths, write_window_tables
+from fwpolicy.tasks.run import POLICY_TABLE, WINDOW_TABLES, Changes, check_paths, write_window_tables
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ PARTIALS_FORMAT = 4  # 4: the digest is a partition column; 3: blocks of the two
 # hunting table, the join plan, the read's pruning). Every other field is in the digest, so a
 # setting added later invalidates stored blocks by default rather than silently reusing them.
 ROLLUP_ONLY_FIELDS = frozenset(
-    {"set_cap", "distinct_machines", "server_keys_join", "partition_columns", "aliases", "hunting"}
+    {"set_cap", "distinct_machines", "server_keys_join", "partition_columns", "aliases", "hunting", "changes"}
 )
 
 Block = tuple[dt.date, int]  # (first day, length in days)
@@ -200,6 +200,7 @@ class NightlyResult:
     seconds: float
     step_seconds: dict[str, float] = field(default_factory=dict)
     run_id: str | None = None  # the night's row in run_audit (and userMetadata of its commits)
+    changes: Changes | None = None  # policy_changes written for the window
 
     def describe(self) -> str:
         steps = ", ".join(f"{k} {v:.1f}s" for k, v in self.step_seconds.items())
@@ -215,6 +216,8 @@ class NightlyResult:
             f"  state rows:     {self.state_rows_written} written to {self.state_table}",
             f"  policy rows:    {self.policy_rows_written} written to {self.table}",
         ]
+        if self.changes is not None:
+            lines.append(f"  policy changes: {self.changes.describe()}")
         if self.run_id:
             lines.append(f"  run id:         {self.run_id} (run_audit)")
         if self.unusable_timestamp_events:
@@ -577,7 +580,8 @@ def run_nightly(spec: NightlySpec, spark: SparkSession | None = None) -> Nightly
             )
             rolled = roll_up(served_only(window_blocks, cfg), start, end)
             query = from_connections(rolled, cfg, (start, end), materialized)
-            policy_rows, _ = write_window_tables(query, spec.output, existing)
+            written = write_window_tables(query, spec.output, existing)
+            policy_rows = written.rows
             step = _timed(steps, "roll-up", step)
     except Exception:
         audit.failed()  # best effort: a 'failed' row in run_audit, then the original error
@@ -599,6 +603,7 @@ def run_nightly(spec: NightlySpec, spark: SparkSession | None = None) -> Nightly
         seconds=time.monotonic() - began,
         step_seconds=steps,
         run_id=audit.run_id,
+        changes=written.changes,
     )
     log.info(
         "nightly wrote %d policy rows in %.1fs (%s)",

@@ -1,5 +1,8 @@
 """``fwpolicy run``: read a window, run the seed query once, write every table of the window.
 
+The window tables: ``firewall_policy``, ``unusual_programs``, ``excluded_connections`` and
+``policy_changes``, each partitioned by ``window_end``; then a row of ``run_audit``.
+
 The cost of a run is its scan plus a fixed part, so the fixed part is kept small:
 
 * the output tables are checked once, before any work (``sink.check_outputs``), and a table
@@ -10,7 +13,9 @@ The cost of a run is its scan plus a fixed part, so the fixed part is kept small
 * the three window tables are written side by side from threads of this driver: each write
   is a few small Spark jobs and Delta commits whose latency is mostly the driver's, so they
   overlap well even on two cores;
-* the rows written are counted from the persisted summary, not read back from Delta.
+* the rows written are counted from the persisted summary, not read back from Delta;
+* ``policy_changes`` compares the policy with the latest earlier window of ``firewall_policy``
+  (``review.changes``), read before this window's write.
 """
 
 from __future__ import annotations
@@ -25,12 +30,19 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fwpolicy.config import ConfigError, RunSpec
+from fwpolicy.config import CHANGE_TYPES, ConfigError, RunSpec
 from fwpolicy.io.session import get_spark
 from fwpolicy.io.sink import check_outputs, commit_tag, replace_partition, table_path
 from fwpolicy.io.source import read_window
 from fwpolicy.io.storage import is_within
 from fwpolicy.query.seed import SeedQuery, materialized, seed_query
+from fwpolicy.review.changes import (
+    CHANGES_TABLE,
+    policy_changes,
+    policy_window,
+    previous_window_end,
+    window_ends,
+)
 from fwpolicy.review.exclusions import load_rules
 from fwpolicy.review.hunting import HUNTING_TABLE, unusual_programs
 from fwpolicy.tasks.audit import AUDIT_TABLE, AuditCounts, RunAudit, redact
@@ -39,7 +51,7 @@ log = logging.getLogger(__name__)
 
 POLICY_TABLE = "firewall_policy"
 EXCLUDED_TABLE = "excluded_connections"
-WINDOW_TABLES = (POLICY_TABLE, HUNTING_TABLE, EXCLUDED_TABLE)
+WINDOW_TABLES = (POLICY_TABLE, HUNTING_TABLE, EXCLUDED_TABLE, CHANGES_TABLE)
 TOP_PER_DIRECTION = 5
 
 
@@ -55,6 +67,31 @@ class RunResult:
     run_id: str | None = None  # the run's row in run_audit (and userMetadata of its commits)
     audit: AuditCounts | None = None  # where the rows read went (fwpolicy.tasks.audit)
     top: list[dict] = field(default_factory=list)  # the most widespread programs per direction
+    changes: Changes | None = None  # policy_changes written for this window
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What ``policy_changes`` holds for a window: the window compared against (None for the
+    first window under the output root) and the number of changes of each type."""
+
+    previous_window_end: dt.date | None
+    counts: dict[str, int]
+
+    def describe(self) -> str:
+        if self.previous_window_end is None:
+            return "none: the first window here, with no earlier window_end to compare with"
+        listed = ", ".join(f"{n} {kind}" for kind, n in self.counts.items() if n)
+        return f"since {self.previous_window_end}: {listed or 'none'}"
+
+
+@dataclass(frozen=True)
+class WindowWrite:
+    """What ``write_window_tables`` wrote."""
+
+    rows: int  # firewall_policy rows
+    top: list[dict]
+    changes: Changes
 
 
 def check_paths(spec: RunSpec) -> None:
@@ -85,24 +122,40 @@ def in_parallel(actions: dict[str, Callable[[], object]]) -> dict[str, object]:
         return {name: f.result() for name, f in futures.items()}
 
 
+def previous_policy(
+    spark: SparkSession, output: str, end: dt.date, exists: bool
+) -> tuple[dt.date | None, DataFrame | None]:
+    """The latest earlier window of ``firewall_policy`` and its rows (read before this window's
+    write, so a rerun compares with the same window), or ``(None, None)`` for a first window."""
+    if not exists:
+        return None, None
+    path = table_path(output, POLICY_TABLE)
+    previous = previous_window_end(window_ends(spark, path), end)
+    return previous, (policy_window(spark, path, previous) if previous else None)
+
+
 def write_window_tables(
     query: SeedQuery,
     output: str,
     existing: set[str],
     audit: RunAudit | None = None,
-) -> tuple[int, list[dict]]:
+) -> WindowWrite:
     """Replace the query window's partition of each window table under ``output``.
 
     ``query``: computed and kept (``seed.materialized``); ``existing``: the tables
     ``check_outputs`` found. The tables, the audit counts and the top programs are computed
-    from it side by side. Returns the policy's rows written and the top programs.
+    from it side by side; ``policy_changes`` compares the policy with the latest earlier window.
     """
     end = query.window[1]
     policy = query.policy()
+    spark = policy.sparkSession
+    previous_end, before = previous_policy(spark, output, end, POLICY_TABLE in existing)
+    changes = policy_changes(before, policy, previous_end, end, query.cfg.changes).cache()
     tables = {
         POLICY_TABLE: policy,
         HUNTING_TABLE: unusual_programs(query),
         EXCLUDED_TABLE: query.excluded(),
+        CHANGES_TABLE: changes,
     }
 
     def writer(name: str, df: DataFrame) -> Callable[[], None]:
@@ -113,8 +166,19 @@ def write_window_tables(
         actions["audit"] = lambda: audit.count(query)
     actions["top"] = lambda: top_programs(policy)
     actions["rows"] = policy.count  # the summary is kept: a count of a few rows
+    actions["changes"] = lambda: change_counts(changes)
     done = in_parallel(actions)
-    return done["rows"], done["top"]  # type: ignore[return-value]
+    changes.unpersist()
+    return WindowWrite(done["rows"], done["top"], Changes(previous_end, done["changes"]))  # type: ignore[arg-type]
+
+
+def change_counts(changes: DataFrame) -> dict[str, int]:
+    """Changes per type, every type present (a handful of rows)."""
+    counts = {
+        r["ChangeType"]: r["n"]
+        for r in changes.groupBy("ChangeType").agg(F.count(F.lit(1)).alias("n")).collect()
+    }
+    return {kind: int(counts.get(kind, 0)) for kind in CHANGE_TYPES}
 
 
 def run(spec: RunSpec, spark: SparkSession | None = None) -> RunResult:
@@ -137,7 +201,7 @@ def run(spec: RunSpec, spark: SparkSession | None = None) -> RunResult:
     try:
         query = seed_query(events, cfg, (spec.start, spec.end), excluded, tags, materialized)
         with commit_tag(spark, audit.commit_tag):
-            rows_written, top = write_window_tables(query, spec.output, existing, audit)
+            written = write_window_tables(query, spec.output, existing, audit)
     except Exception:
         audit.failed()  # best effort: a 'failed' row in run_audit, then the original error
         raise
@@ -146,11 +210,12 @@ def run(spec: RunSpec, spark: SparkSession | None = None) -> RunResult:
         path,
         spec.start,
         spec.end,
-        rows_written,
+        written.rows,
         time.monotonic() - began,
         audit.run_id,
         audit.counts,
-        top,
+        written.top,
+        written.changes,
     )
     log.info("wrote %d rows to %s in %.1fs", result.rows_written, redact(path), result.seconds)
     audit.finish(result.rows_written)
