@@ -44,9 +44,13 @@ REASONS: dict[str, tuple[int, str]] = {
     "programdata_root": (3, "a raw path is a file directly in <drive>:\\programdata\\"),
     "public_folder": (3, "a raw path is under \\users\\public\\ or /users/shared/"),
     "public_nonstandard_port": (3, "outbound to a public address on a port not in standard_ports"),
+    "system_folder_outlier": (
+        3,
+        "in a system folder, on <= outlier_share ({outlier_share}) of its folder's median",
+    ),
     "low_prevalence": (
         2,
-        "on <= max_machines_rare ({max_machines_rare}) machines, in a fleet of >= min_fleet ({min_fleet})",
+        "on at most rare_share ({rare_share}) of the machines of its OS family (at least 1, not all)",
     ),
     "user_writable_path": (1, "a raw path is under a user's profile"),
     "recently_first_seen": (1, "first seen in the last recent_days ({recent_days}) days of a longer window"),
@@ -76,18 +80,23 @@ class HuntingSettings:
     settings stay hashable and ``dataclasses.asdict`` works on them.
     """
 
-    max_machines_rare: int = 2
-    min_fleet: int = 20
+    rare_share: float = 0.05
+    outlier_share: float = 0.25
+    min_folder_programs: int = 4
     recent_days: int = 7
     standard_ports: tuple[int, ...] = DEFAULT_STANDARD_PORTS
     max_ports: int = 32
     weights: Any = tuple(DEFAULT_WEIGHTS.items())
 
     def __post_init__(self) -> None:
-        for name, low in (("max_machines_rare", 0), ("min_fleet", 1), ("recent_days", 1), ("max_ports", 1)):
+        for name, low in (("min_folder_programs", 2), ("recent_days", 1), ("max_ports", 1)):
             value = getattr(self, name)
             if not (_is_int(value) and value >= low):
                 raise ConfigError(f"hunting: {name} must be an integer >= {low}, got {value!r}")
+        for name in ("rare_share", "outlier_share"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1):
+                raise ConfigError(f"hunting: {name} must be a number in (0, 1), got {value!r}")
         ports = self.standard_ports
         if isinstance(ports, (str, bytes)) or not isinstance(ports, Iterable):
             raise ConfigError(f"hunting: standard_ports must be a list of ports, got {ports!r}")

@@ -272,8 +272,15 @@ PROGRAMS = {
     "recycle_near": program(r"C:\Program Files\RecycleBin Tools\rb.exe"),
     "hidden": program("/opt/.cache/agent"),
     "hidden_near": program("/opt/app.d/agent"),
-    "rare": program(r"C:\Program Files\Rare\rare.exe", devices=2),
-    "semi_rare": program(r"C:\Program Files\SemiRare\semi.exe", devices=3),
+    # 25 Windows machines (chrome's): rare is on at most max(1, floor(0.05 x 25)) = 1.
+    "rare": program(r"C:\Program Files\Rare\rare.exe", devices=1),
+    "semi_rare": program(r"C:\Program Files\SemiRare\semi.exe", devices=2),
+    # System32's programs run on 25, 25, 25, 7 and 1 machines: median 25, outliers on <= 6.
+    "system_svchost": program(r"C:\Windows\System32\svchost.exe", devices=25),
+    "system_lsass": program(r"C:\Windows\System32\lsass.exe", devices=25),
+    "system_spoolsv": program(r"C:\Windows\System32\spoolsv.exe", devices=25),
+    "system_near": program(r"C:\Windows\System32\wuauclt.exe", devices=7),
+    "masquerade": program(r"C:\Windows\System32\svch0st.exe", devices=1),
     "sync": program(r"C:\Program Files\Sync\sync.exe", targets=SYNC_TARGETS),
     "lan": program(r"C:\Program Files\Lan\lan.exe", targets=PRIVATE_TARGETS),
     "web": program(r"C:\Program Files\Web\web.exe", targets=(("8.8.8.8", 8443), ("8.8.8.8", 53))),
@@ -290,13 +297,11 @@ PROGRAMS = {
 }
 VARIANTS = {
     "default": (START, HuntingSettings()),
-    # A 7-day window (no recency), a fleet too small for low_prevalence (25 < 1000), the profile
-    # rule off, public_folder reweighted above the others, 4444 standard, 2 ports kept.
+    # A 7-day window (no recency), low_prevalence and the profile rule off, public_folder reweighted above the others, 4444 standard, 2 ports kept.
     "alt": (
         SHORT_START,
         HuntingSettings(
-            min_fleet=1000,
-            weights={"user_writable_path": 0, "public_folder": 5},
+            weights={"user_writable_path": 0, "public_folder": 5, "low_prevalence": 0},
             standard_ports=(443, 4444),
             max_ports=2,
         ),
@@ -364,6 +369,11 @@ DEFAULT_EXPECTED = {
     "hidden_near": None,
     "rare": ["low_prevalence"],
     "semi_rare": None,
+    "system_svchost": None,
+    "system_lsass": None,
+    "system_spoolsv": None,
+    "system_near": None,
+    "masquerade": ["system_folder_outlier", "low_prevalence"],
     "sync": ["public_nonstandard_port"],
     "lan": None,
     "web": None,
@@ -396,6 +406,7 @@ NEAR_MISSES = {
     "recycle_bin": ["recycle_near"],
     "hidden_unix_dir": ["hidden_near"],
     "low_prevalence": ["semi_rare"],
+    "system_folder_outlier": ["system_near", "windows_temp", "semi_rare"],
     "public_nonstandard_port": ["lan", "web", "inbound_server", "inbound_programdata"],
     "recently_first_seen": ["not_recent"],
 }

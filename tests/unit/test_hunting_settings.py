@@ -26,6 +26,7 @@ def test_reason_order_is_weight_then_name():
         "programdata_root",
         "public_folder",
         "public_nonstandard_port",
+        "system_folder_outlier",
         "low_prevalence",
         "recently_first_seen",
         "user_writable_path",
@@ -48,9 +49,11 @@ def test_settings_normalised_and_hashable():
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"max_machines_rare": -1},
-        {"max_machines_rare": True},
-        {"min_fleet": 0},
+        {"rare_share": 0},
+        {"rare_share": 1},
+        {"rare_share": True},
+        {"outlier_share": 1.5},
+        {"min_folder_programs": 1},
         {"recent_days": 0},
         {"recent_days": 1.5},
         {"max_ports": 0},
@@ -72,3 +75,6 @@ def test_settings_rejected(kwargs):
 def test_from_mapping_rejects_unknown_keys():
     with pytest.raises(ConfigError, match="unknown setting"):
         HuntingSettings.from_mapping({"min_fleets": 3})
+    # The absolute thresholds of earlier versions are gone: prevalence is relative now.
+    with pytest.raises(ConfigError, match="rare_share"):
+        HuntingSettings.from_mapping({"max_machines_rare": 2, "min_fleet": 20})

@@ -18,7 +18,8 @@ Scoring (defaults of ``HuntingSettings``; the table is ``scoring_table()``; weig
 | `programdata_root` | 3 | a raw path is a file directly in <drive>:\\programdata\\ |
 | `public_folder` | 3 | a raw path is under \\users\\public\\ or /users/shared/ |
 | `public_nonstandard_port` | 3 | outbound to a public address on a port not in standard_ports |
-| `low_prevalence` | 2 | on <= max_machines_rare (2) machines, in a fleet of >= min_fleet (20) |
+| `system_folder_outlier` | 3 | in a system folder, on <= outlier_share (0.25) of its folder's median |
+| `low_prevalence` | 2 | on at most rare_share (0.05) of the machines of its OS family (at least 1, not all) |
 | `recently_first_seen` | 1 | first seen in the last recent_days (7) days of a longer window |
 | `user_writable_path` | 1 | a raw path is under a user's profile |
 
@@ -44,9 +45,20 @@ Rule details:
   rule when any of its raw paths does (an alias can fold paths of several users). Path rules
   are evaluated once per distinct path, not once per connection. They stack on purpose: a file
   in ``C:\\Users\\bob\\Downloads\\`` is in a profile (1) and in Downloads (3).
-* **Fleet** is the number of distinct ``DeviceId`` in the rows passed in (both directions, the
-  whole window). Below ``min_fleet`` devices every program is on "few machines", so
-  ``low_prevalence`` is not applied.
+* **Prevalence is relative**, so a lab, a branch office or a pilot group has rare programs too.
+  A program's OS family is that of its smallest raw path (``os_family_expr``: a path starting
+  with ``/`` is Linux or macOS, any other Windows); the family's machines are the distinct
+  ``DeviceId`` that ran a program of that family in the window. ``low_prevalence``: the
+  program runs on at most ``max(1, floor(rare_share x family machines))`` machines, and not on
+  all of them (in a family of 3 machines, a program on 1 is rare; in one of 1,000, a program
+  on up to 50).
+* **System folder outlier**: the program's smallest raw path is directly in ``<drive>:\\windows``,
+  ``\\windows\\system32``, ``\\windows\\syswow64``, ``\\program files`` or ``\\program files (x86)``
+  (not a subfolder, where each product keeps its own programs), that folder holds at least
+  ``min_folder_programs`` programs, and the program runs on at most ``max(1, floor(outlier_share
+  x median))`` machines, and fewer than the median, where the median is that of the folder's
+  programs' ``DistinctMachines`` (a program's larger figure of its two directions). Windows
+  components run on every machine; a binary planted there under a made-up name runs on one.
 * **Public address**: an address that parses (IPv4 dotted quad without leading zeros, or
   IPv6, ``%zone`` removed, IPv4-mapped ``::ffff:a.b.c.d`` or ``::ffff:hhhh:hhhh`` read as the
   IPv4 address) and is in none of these ranges: IPv4 ``0.0.0.0/8`` (unspecified), ``10/8``,
@@ -90,6 +102,7 @@ from fwpolicy.config import (
     ConfigError,
     HuntingSettings,
 )
+from fwpolicy.query.normalized import os_family_expr
 from fwpolicy.query.seed import ADDRESS, GROUP, OUTBOUND, PATH, SeedQuery, capped_sorted, facet
 from fwpolicy.review.addresses import any_of, ipv6_groups, let, quad_to_long
 
@@ -224,6 +237,37 @@ def path_rules(path: Column) -> dict[str, Column]:
     return path_matches(clean_path(path))
 
 
+# The folders of the OS and of programs installed for every user, themselves (not their
+# subfolders, where each product keeps programs of its own, used as much as it is): a binary
+# there that few machines run, beside components every machine runs, is how a masquerading
+# binary looks.
+SYSTEM_FOLDER = r"^[a-z]:\\(?:windows(?:\\system32|\\syswow64)?|program files|program files \(x86\))$"
+
+
+def folder_of(clean: Column) -> Column:
+    r"""The folder of a cleaned Windows path (``c:\windows\system32`` of ``...\svchost.exe``)."""
+    return F.regexp_extract(clean, r"^(.*)\\[^\\]*$", 1)
+
+
+def system_folder_medians(programs: DataFrame, s: HuntingSettings) -> DataFrame:
+    """Per program in a system folder: the median ``DistinctMachines`` of that folder's programs
+    (``_folder_median``), for folders with at least ``min_folder_programs`` programs.
+
+    ``programs``: ``GROUP``, ``DistinctMachines``, ``ExamplePath``. A program counts once per
+    folder, with its larger figure over both directions."""
+    group = list(GROUP)
+    located = programs.withColumn("_folder", folder_of(clean_path(F.col("ExamplePath")))).where(
+        F.col("_folder").rlike(SYSTEM_FOLDER)
+    )
+    per_program = located.groupBy("_folder", "AliasPath").agg(F.max("DistinctMachines").alias("_m"))
+    medians = (
+        per_program.groupBy("_folder")
+        .agg(F.median("_m").alias("_folder_median"), F.count(F.lit(1)).alias("_programs"))
+        .where(F.col("_programs") >= F.lit(s.min_folder_programs))
+    )
+    return located.join(medians, on="_folder").select(*group, "_folder_median")
+
+
 # --------------------------------------------------------------------------- table
 
 
@@ -282,11 +326,22 @@ def unusual_programs(query: SeedQuery, settings: HuntingSettings | None = None) 
         F.countDistinct("RemoteIP").cast("long").alias("PublicRemoteIPCount"),
     )
 
-    fleet = query.devices.agg(F.countDistinct("DeviceId").alias("_fleet"))
+    # Prevalence is relative to the machines of the program's OS family, and to its folder.
+    families = paths.select(*group, os_family_expr(F.col("ExamplePath")).alias("_family"))
+    family_machines = (
+        query.devices.join(families, on=group)
+        .groupBy("_family")
+        .agg(F.countDistinct("DeviceId").alias("_family_machines"))
+    )
+    folders = system_folder_medians(programs.join(paths.select(*group, "ExamplePath"), on=group), s)
 
     met: dict[str, Column] = {r: F.col(f"_{r}") for r in PATH_REASONS}
-    met["low_prevalence"] = (F.col("DistinctMachines") <= F.lit(s.max_machines_rare)) & (
-        F.col("_fleet") >= F.lit(s.min_fleet)
+    machines = F.col("DistinctMachines")
+    rare_at = F.greatest(F.lit(1), F.floor(F.col("_family_machines") * F.lit(s.rare_share)))
+    met["low_prevalence"] = (machines <= rare_at) & (machines < F.col("_family_machines"))
+    outlier_at = F.greatest(F.lit(1), F.floor(F.col("_folder_median") * F.lit(s.outlier_share)))
+    met["system_folder_outlier"] = F.coalesce(
+        (machines <= outlier_at) & (machines < F.col("_folder_median")), F.lit(False)
     )
     met["public_nonstandard_port"] = F.size("PublicNonStandardPorts") > 0
     if (window_end - window_start).days > s.recent_days:
@@ -304,7 +359,9 @@ def unusual_programs(query: SeedQuery, settings: HuntingSettings | None = None) 
     return (
         programs.join(paths, on=group, how="inner")
         .join(traffic, on=group, how="left")
-        .crossJoin(F.broadcast(fleet))
+        .join(families, on=group, how="inner")
+        .join(F.broadcast(family_machines), on="_family", how="inner")
+        .join(folders, on=group, how="left")
         .withColumn("PublicNonStandardPorts", F.coalesce(F.col("PublicNonStandardPorts"), no_ports))
         .withColumn("PublicRemoteIPCount", F.coalesce(F.col("PublicRemoteIPCount"), F.lit(0).cast("long")))
         .withColumn("Reasons", reasons)
