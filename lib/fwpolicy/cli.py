@@ -155,6 +155,17 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the window's review page (``review.report``); the path is checked before any work."""
+    from fwpolicy.io.session import get_spark
+    from fwpolicy.review.report import check_destination, write_report
+
+    check_destination(args.to)
+    written = write_report(get_spark(), args.output, args.window_end, args.to)
+    print(f"wrote the review report of window_end {args.window_end} to {written}")
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from fwpolicy.io.session import get_spark
     from fwpolicy.tasks.generate import generate_events, write_lake
@@ -171,8 +182,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """``make run``: a demo lake under ``data/`` (made once), the job over it, a summary."""
+    """``make run``: a demo lake under ``data/`` (made once), the job over it, a summary and the
+    window's review page."""
     from fwpolicy.io.session import get_spark
+    from fwpolicy.review.report import write_report
     from fwpolicy.tasks.generate import generate_events, write_lake
     from fwpolicy.tasks.run import run
 
@@ -193,6 +206,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     result = run(spec, spark)
     print_summary(result, result.top)
+    page = write_report(spark, str(out), spec.end, out / "report.html")
+    print(f"report:       {page.resolve()} (open it in a browser)")
     return 0
 
 
@@ -321,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("--conf", type=Path, default=None, help="YAML settings file (its changes: section)")
     p.set_defaults(handler=cmd_diff)
+
+    p = sub.add_parser("report", help="one self-contained HTML page to review a window")
+    p.add_argument("--output", required=True, help="output root of a run (holds firewall_policy)")
+    p.add_argument("--window-end", required=True, type=date_arg)
+    p.add_argument("--to", required=True, type=Path, help="the .html file to write (its folder must exist)")
+    p.set_defaults(handler=cmd_report)
 
     p = sub.add_parser("generate", help="write a deterministic simulated fleet (demo/test data)")
     p.add_argument("--output", required=True)
