@@ -52,7 +52,7 @@ package: $(STAMP) ## build the wheel for spark-submit --py-files into dist/
 	rm -rf build  # setuptools reuses build/lib: a deleted module could linger in the wheel
 	$(PY) -m build --wheel --outdir dist .
 
-slow-test: $(STAMP) ## the slow tier (-m slow): wheel build and spark-submit, standalone cluster, crashes, 2 nightly scenarios
+slow-test: $(STAMP) ## the slow tier (-m slow): spark-submit, standalone cluster, crashes, Hive catalog, multi-run scenarios
 	$(PY) -m pytest -q -m slow $(TEST_ARGS)
 
 clean: ## remove generated data and build output (keeps .venv)

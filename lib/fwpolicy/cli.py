@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from fwpolicy.config import ConfigError, RunSpec, load_policy_config
 from fwpolicy.io.source import SourceError
@@ -71,6 +72,15 @@ def add_policy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conf", type=Path, default=None, help="YAML settings file (see conf/default.yaml)")
 
 
+def add_catalog_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--catalog",
+        default=None,
+        metavar="SCHEMA",
+        help="also register the tables written in this schema of the session's catalog (for BI)",
+    )
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", required=True, help="Delta table or Parquet dataset of DeviceNetworkEvents")
     p.add_argument("--source-format", required=True, choices=("delta", "parquet"))
@@ -78,6 +88,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", required=True, type=date_arg, help="first day of the window (UTC)")
     p.add_argument("--end", required=True, type=date_arg, help="day after the window (exclusive)")
     add_policy_options(p)
+    add_catalog_option(p)
 
 
 def policy_from_args(args: argparse.Namespace):
@@ -110,13 +121,38 @@ def print_summary(result, rows: list[dict], out=None) -> None:
     print(f"time taken:   {result.seconds:.1f}s", file=out)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def with_catalog(catalog: str | None, tables: dict[str, str], work: Callable[[Any], Any]) -> Any:
+    """Run ``work(spark)``, then register ``tables`` (name -> path) in the schema ``catalog``
+    (``io.catalog``), if given: the name and any clash are checked before the work."""
+    from fwpolicy.io.catalog import check_registrations, check_schema_name, register
     from fwpolicy.io.session import get_spark
+
+    schema = check_schema_name(catalog) if catalog else None
+    spark = get_spark(hive=schema is not None)
+    if schema:
+        check_registrations(spark, schema, tables)
+    result = work(spark)
+    if schema:
+        added = register(spark, schema, tables)
+        kept = len(tables) - len(added)
+        print(f"catalog:      {schema} ({len(added)} tables registered, {kept} already there)")
+    return result
+
+
+def output_tables(output: str) -> dict[str, str]:
+    """The tables ``run`` and ``nightly`` write under ``output``, by name."""
+    from fwpolicy.io.sink import table_path
+    from fwpolicy.tasks.audit import AUDIT_TABLE
+    from fwpolicy.tasks.run import WINDOW_TABLES
+
+    return {name: table_path(output, name) for name in (*WINDOW_TABLES, AUDIT_TABLE)}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     from fwpolicy.tasks.run import run
 
     spec = RunSpec(args.source, args.source_format, args.output, args.start, args.end, policy_from_args(args))
-    spark = get_spark()
-    result = run(spec, spark)
+    result = with_catalog(args.catalog, output_tables(args.output), lambda spark: run(spec, spark))
     print_summary(result, result.top)
     return 0
 
@@ -212,7 +248,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
-    from fwpolicy.io.session import get_spark
     from fwpolicy.tasks.nightly import NightlySpec, run_nightly
 
     spec = NightlySpec(
@@ -224,16 +259,18 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         refresh_days=args.refresh_days,
         policy=policy_from_args(args),
     )
-    result = run_nightly(spec, get_spark())
+    result = with_catalog(args.catalog, output_tables(args.output), lambda spark: run_nightly(spec, spark))
     print(result.describe())
     return 0
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    """``--output`` is the bronze table itself; ``--catalog`` registers it as
+    ``SCHEMA.device_network_events``."""
     from fwpolicy.io.ingest import ingest
-    from fwpolicy.io.session import get_spark
 
-    result = ingest(get_spark(), args.source, args.output)
+    tables = {"device_network_events": args.output}
+    result = with_catalog(args.catalog, tables, lambda spark: ingest(spark, args.source, args.output))
     print(result.describe())
     return 0
 
@@ -296,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="last days of the window recomputed every night for late events (default: 2)",
     )
     add_policy_options(p)
+    add_catalog_option(p)
     p.set_defaults(handler=cmd_nightly)
 
     p = sub.add_parser("ingest", help="Defender streaming-API export (JSON) -> typed Delta bronze table")
@@ -303,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--source", required=True, help="folder of the export (storage account or Event Hubs capture)"
     )
     p.add_argument("--output", required=True, help="path of the bronze Delta table")
+    add_catalog_option(p)
     p.set_defaults(handler=cmd_ingest)
 
     p = sub.add_parser("export", help="turn one firewall_policy snapshot into rule proposals")

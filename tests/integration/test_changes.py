@@ -223,6 +223,7 @@ def test_diff_refuses_unknown_windows_in_one_line(two_windows, capsys, extra, me
     assert len(err) == 1 and err[0].startswith("fwpolicy: error:") and message in err[0]
 
 
+@pytest.mark.slow  # a third run: the suite's time budget
 def test_a_rerun_writes_the_same_changes(spark, two_windows, tmp_path):
     lake, out = two_windows
 

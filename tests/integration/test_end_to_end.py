@@ -83,6 +83,7 @@ def test_run_matches_the_reference(spark, lake, window_events, delta_run, tmp_pa
     assert got == expected
 
 
+@pytest.mark.slow  # a second run of the lake: the suite's time budget (test_property covers the options)
 def test_options_match_the_reference(spark, lake, window_events, tmp_path):
     assert (
         run_cli(
@@ -99,6 +100,7 @@ def test_options_match_the_reference(spark, lake, window_events, tmp_path):
     assert got == reference_policy(window_events, ephemeral_start=40000, include_inbound_remote_ips=True)
 
 
+@pytest.mark.slow  # three runs: the suite's time budget
 def test_rerun_leaves_the_table_unchanged_and_other_windows_alone(spark, lake, delta_run, tmp_path):
     def snapshot():
         df = spark.read.format("delta").load(str(tmp_path / "firewall_policy"))

@@ -13,7 +13,7 @@ import datetime as dt
 import pytest
 
 from fwpolicy.config import HuntingSettings, PolicyConfig
-from fwpolicy.query.seed import seed_query
+from fwpolicy.query.seed import materialized, seed_query
 from fwpolicy.review.hunting import unusual_programs
 
 from helpers import event, events_df
@@ -61,7 +61,7 @@ EXPECTED = {
 def listed(spark):
     """Program name -> Reasons, for the default settings and for a stricter rare_share."""
     events = events_df(spark, [e for rows in PROGRAMS.values() for e in rows])
-    query = seed_query(events, PolicyConfig(), (START, END))
+    query = seed_query(events, PolicyConfig(), (START, END), keep=materialized)  # two tables read it
     names = {rows[0]["InitiatingProcessFolderPath"].lower(): n for n, rows in PROGRAMS.items()}
 
     def table(settings: HuntingSettings | None = None) -> dict[str, list[str]]:

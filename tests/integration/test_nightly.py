@@ -231,7 +231,11 @@ def test_first_night_equals_full_run_next_night_computes_new_and_refresh_days(sp
     assert result.days_computed == days(3, 4)
     assert result.days_reused == days(1, 2)
     tables = window_tables(spark, out, day(5))
-    assert tables == full_run(spark, second, str(tmp_path / "full2"))
+    # A full run into a copy of the first night's output: the same earlier window to compare
+    # with, so policy_changes must agree too.
+    assert tables == full_run(spark, second, copy_output(first, tmp_path / "full2"))
+    assert result.changes is not None and result.changes.previous_window_end == day(4)
+    assert "policy changes: since 2026-08-05" in result.describe()
     state = state_rows(spark, out)
     assert {r[BLOCK_DAYS] for r in state} == {1}  # a 4-day window holds no aligned 8-day block
     assert {r[BLOCK_START] for r in state} == set(days(0, 4))  # D0 stays, outside the window
@@ -287,6 +291,7 @@ def test_late_events_within_refresh_are_included_older_ones_are_not(spark, lake,
     assert stored_connections(spark, out, day(1)) == PER_DAY  # the late half is missed
 
 
+@pytest.mark.slow  # two nights: the suite's time budget
 def test_changed_config_recomputes_every_day(spark, first_night, tmp_path):
     """Inbound remote IPs and benign-traffic rules change the connection table: no day is reused."""
     first, _ = first_night

@@ -123,6 +123,7 @@ def test_daily_partials_rolled_up_match_the_events(events):
     assert by_path(from_connections(rolled, cfg, (START, END)).policy()) == expected()
 
 
+@pytest.mark.slow  # builds 8- and 64-day blocks: the suite's time budget (test_nightly rolls up too)
 def test_nightly_blocks_rolled_up_match_the_events(spark, events):
     cfg = PolicyConfig()
     daily = connection_table(where_clauses(events, cfg))

@@ -73,8 +73,42 @@ def driver_java_options() -> str:
     return " ".join(["-XX:+UseParallelGC", *class_archive.java_options()])
 
 
-def local_builder(master: str = "local[*]", app_name: str = "fwpolicy") -> SparkSession.Builder:
-    """A builder for an embedded session with Delta Lake; tests and the CLI share it."""
+def metastore_dir() -> Path:
+    """Where an embedded session with a catalog keeps its Hive metastore and warehouse:
+    ``FWPOLICY_METASTORE``, else ``$XDG_DATA_HOME/fwpolicy/metastore`` (``~/.local/share/...``),
+    one for every run of the user, so tables registered by one run are there for the next."""
+    chosen = os.environ.get("FWPOLICY_METASTORE")
+    if chosen:
+        return Path(chosen).expanduser().resolve()
+    data = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    return data / "fwpolicy" / "metastore"
+
+
+def with_hive(builder: SparkSession.Builder, java_options: str) -> SparkSession.Builder:
+    """``builder`` with a local Hive metastore (Derby, in ``metastore_dir()``): what ``--catalog``
+    registers tables in on a laptop."""
+    root = metastore_dir()
+    if any(c.isspace() for c in str(root)):
+        raise ValueError(f"the metastore folder may not contain spaces: {root}")
+    root.mkdir(parents=True, exist_ok=True)
+    return (
+        builder.enableHiveSupport()
+        .config("spark.sql.warehouse.dir", str(root / "warehouse"))
+        .config(
+            "spark.hadoop.javax.jdo.option.ConnectionURL",
+            f"jdbc:derby:;databaseName={root / 'metastore_db'};create=true",
+        )
+        # Derby writes derby.log into its home, not into the working directory.
+        .config("spark.driver.extraJavaOptions", f"{java_options} -Dderby.system.home={root}")
+    )
+
+
+def local_builder(
+    master: str = "local[*]", app_name: str = "fwpolicy", hive: bool = False
+) -> SparkSession.Builder:
+    """A builder for an embedded session with Delta Lake; tests and the CLI share it.
+
+    ``hive``: with a local Hive metastore (``with_hive``), for ``--catalog``."""
     builder = (
         SparkSession.builder.master(master)
         .appName(app_name)
@@ -111,17 +145,18 @@ def local_builder(master: str = "local[*]", app_name: str = "fwpolicy") -> Spark
         builder = builder.config("spark.jars.packages", ",".join(delta_coordinates())).config(
             "spark.jars.repositories", MAVEN_CENTRAL
         )
-    return builder
+    return with_hive(builder, driver_java_options()) if hive else builder
 
 
-def get_spark(app_name: str = "fwpolicy", master: str | None = None) -> SparkSession:
-    """The active session if a launcher made one, else an embedded local Delta session."""
+def get_spark(app_name: str = "fwpolicy", master: str | None = None, hive: bool = False) -> SparkSession:
+    """The active session if a launcher made one, else an embedded local Delta session (with a
+    local Hive metastore when ``hive``: a launcher's session has its own catalog)."""
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
     if _launched_by_spark_submit() and master is None:
         return SparkSession.builder.appName(app_name).getOrCreate()
-    spark = local_builder(master or "local[*]", app_name).getOrCreate()
+    spark = local_builder(master or "local[*]", app_name, hive).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
 

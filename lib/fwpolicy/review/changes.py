@@ -102,7 +102,9 @@ def policy_changes(
     s = settings or ChangeSettings()
     spark = after.sparkSession
     if before is None or previous_end is None:
-        return spark.createDataFrame([], changes_schema())
+        # No rows, built in the JVM: createDataFrame would start Python workers for nothing.
+        none = [F.lit(None).cast(f.dataType).alias(f.name) for f in changes_schema().fields]
+        return spark.range(0).select(*none)
     joined = _side(after, "a").join(_side(before, "b"), on=list(KEYS), how="full_outer")
     a, b = (lambda c: F.col(f"a{c}")), (lambda c: F.col(f"b{c}"))
     both = F.col("a").isNotNull() & F.col("b").isNotNull()

@@ -103,7 +103,7 @@ from fwpolicy.config import (
     HuntingSettings,
 )
 from fwpolicy.query.normalized import os_family_expr
-from fwpolicy.query.seed import ADDRESS, GROUP, OUTBOUND, PATH, SeedQuery, capped_sorted, facet
+from fwpolicy.query.seed import ADDRESS, DEVICE, GROUP, OUTBOUND, PATH, SeedQuery, capped_sorted, facet
 from fwpolicy.review.addresses import any_of, ipv6_groups, let, quad_to_long
 
 HUNTING_TABLE = "unusual_programs"
@@ -249,23 +249,23 @@ def folder_of(clean: Column) -> Column:
     return F.regexp_extract(clean, r"^(.*)\\[^\\]*$", 1)
 
 
-def system_folder_medians(programs: DataFrame, s: HuntingSettings) -> DataFrame:
-    """Per program in a system folder: the median ``DistinctMachines`` of that folder's programs
-    (``_folder_median``), for folders with at least ``min_folder_programs`` programs.
+def system_folder_medians(located: DataFrame, s: HuntingSettings) -> DataFrame:
+    """Per system folder (``_folder``) with at least ``min_folder_programs`` programs: the median
+    ``DistinctMachines`` of its programs (``_folder_median``).
 
-    ``programs``: ``GROUP``, ``DistinctMachines``, ``ExamplePath``. A program counts once per
-    folder, with its larger figure over both directions."""
-    group = list(GROUP)
-    located = programs.withColumn("_folder", folder_of(clean_path(F.col("ExamplePath")))).where(
-        F.col("_folder").rlike(SYSTEM_FOLDER)
+    ``located``: programs with ``AliasPath``, ``DistinctMachines`` and ``_folder``. A program
+    counts once per folder, with its larger figure over both directions."""
+    per_program = (
+        located.where(F.col("_folder").rlike(SYSTEM_FOLDER))
+        .groupBy("_folder", "AliasPath")
+        .agg(F.max("DistinctMachines").alias("_m"))
     )
-    per_program = located.groupBy("_folder", "AliasPath").agg(F.max("DistinctMachines").alias("_m"))
-    medians = (
+    return (
         per_program.groupBy("_folder")
         .agg(F.median("_m").alias("_folder_median"), F.count(F.lit(1)).alias("_programs"))
         .where(F.col("_programs") >= F.lit(s.min_folder_programs))
+        .select("_folder", "_folder_median")
     )
-    return located.join(medians, on="_folder").select(*group, "_folder_median")
 
 
 # --------------------------------------------------------------------------- table
@@ -327,13 +327,18 @@ def unusual_programs(query: SeedQuery, settings: HuntingSettings | None = None) 
     )
 
     # Prevalence is relative to the machines of the program's OS family, and to its folder.
-    families = paths.select(*group, os_family_expr(F.col("ExamplePath")).alias("_family"))
+    located = (
+        programs.join(paths, on=group, how="inner")
+        .withColumn("_family", os_family_expr(F.col("ExamplePath")))
+        .withColumn("_folder", folder_of(clean_path(F.col("ExamplePath"))))
+    )
+    # Machines per family: every device of a matched row, by the family of that row's raw path.
     family_machines = (
-        query.devices.join(families, on=group)
+        facet(query.rows, DEVICE)
+        .select(os_family_expr(F.col(PATH)).alias("_family"), "DeviceId")
         .groupBy("_family")
         .agg(F.countDistinct("DeviceId").alias("_family_machines"))
     )
-    folders = system_folder_medians(programs.join(paths.select(*group, "ExamplePath"), on=group), s)
 
     met: dict[str, Column] = {r: F.col(f"_{r}") for r in PATH_REASONS}
     machines = F.col("DistinctMachines")
@@ -356,12 +361,11 @@ def unusual_programs(query: SeedQuery, settings: HuntingSettings | None = None) 
         (F.when(met[r], F.lit(s.weight(r))).otherwise(F.lit(0)) for r in ordered), start=F.lit(0)
     ).cast("int")
     no_ports = F.array().cast("array<int>")
+    # Families and system folders are a handful of rows each.
     return (
-        programs.join(paths, on=group, how="inner")
-        .join(traffic, on=group, how="left")
-        .join(families, on=group, how="inner")
+        located.join(traffic, on=group, how="left")
         .join(F.broadcast(family_machines), on="_family", how="inner")
-        .join(folders, on=group, how="left")
+        .join(F.broadcast(system_folder_medians(located, s)), on="_folder", how="left")
         .withColumn("PublicNonStandardPorts", F.coalesce(F.col("PublicNonStandardPorts"), no_ports))
         .withColumn("PublicRemoteIPCount", F.coalesce(F.col("PublicRemoteIPCount"), F.lit(0).cast("long")))
         .withColumn("Reasons", reasons)

@@ -32,12 +32,20 @@ from pyspark.sql import functions as F
 
 from fwpolicy.config import CHANGE_TYPES, ConfigError, RunSpec
 from fwpolicy.io.session import get_spark
-from fwpolicy.io.sink import check_outputs, commit_tag, replace_partition, table_path
+from fwpolicy.io.sink import (
+    PARTITION_COLUMN,
+    check_outputs,
+    commit_tag,
+    create_owned,
+    replace_partition,
+    table_path,
+)
 from fwpolicy.io.source import read_window
 from fwpolicy.io.storage import is_within
 from fwpolicy.query.seed import SeedQuery, materialized, seed_query
 from fwpolicy.review.changes import (
     CHANGES_TABLE,
+    changes_schema,
     policy_changes,
     policy_window,
     previous_window_end,
@@ -162,14 +170,20 @@ def write_window_tables(
         return lambda: replace_partition(df, table_path(output, name), end, name in existing)
 
     actions: dict[str, Callable[[], object]] = {name: writer(name, df) for name, df in tables.items()}
+    if previous_end is None and CHANGES_TABLE not in existing:
+        # A first window has no changes: the table is created empty (one commit, no write job).
+        path = table_path(output, CHANGES_TABLE)
+        actions[CHANGES_TABLE] = lambda: create_owned(spark, path, changes_schema(), (PARTITION_COLUMN,))
     if audit is not None:
         actions["audit"] = lambda: audit.count(query)
     actions["top"] = lambda: top_programs(policy)
     actions["rows"] = policy.count  # the summary is kept: a count of a few rows
-    actions["changes"] = lambda: change_counts(changes)
+    if previous_end is not None:
+        actions["changes"] = lambda: change_counts(changes)
     done = in_parallel(actions)
     changes.unpersist()
-    return WindowWrite(done["rows"], done["top"], Changes(previous_end, done["changes"]))  # type: ignore[arg-type]
+    counts = done.get("changes") or dict.fromkeys(CHANGE_TYPES, 0)
+    return WindowWrite(done["rows"], done["top"], Changes(previous_end, counts))  # type: ignore[arg-type]
 
 
 def change_counts(changes: DataFrame) -> dict[str, int]:
