@@ -147,3 +147,65 @@ def test_every_row_read_is_accounted_for(spark, tmp_path):
         "port_range": 1,
         "rejected:null_timestamp": 1,
     }
+
+
+@pytest.mark.parametrize(
+    "column, value, found",
+    [
+        ("ActionType", 1, "int"),
+        ("RemoteIP", 3232235777, "bigint"),
+        ("RemoteIPType", True, "boolean"),
+    ],
+)
+def test_a_text_column_of_another_type_is_refused_naming_both_types(
+    spark, tmp_path, capsys, column, value, found
+):
+    # Cast to text, ActionType 1 would match no clause: every row removed, an empty policy, exit 0.
+    src = tmp_path / "src"
+    events_df(spark, [event()]).withColumn(column, F.lit(value)).write.parquet(str(src))
+    assert main(run_args(src, tmp_path / "out")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"column {column} has type {found}, expected string" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_numeric_device_id_is_still_read(spark, tmp_path):
+    src = tmp_path / "src"
+    events_df(spark, [event()]).withColumn("DeviceId", F.lit(42)).write.parquet(str(src))
+    events = read_window(spark, str(src), "parquet", dt.date(2026, 8, 1), dt.date(2026, 8, 2))
+    assert [r["DeviceId"] for r in events.select("DeviceId").collect()] == ["42"]
+
+
+def two_day_lake(spark, root, second_day=None):
+    """Two date partitions of events; ``second_day`` rewrites the second day's frame."""
+    for day in (1, 2):
+        when = dt.datetime(2026, 8, day, 12)
+        df = events_df(spark, [event(Timestamp=when), event(Timestamp=when, DeviceId="dev-2")])
+        if day == 2 and second_day is not None:
+            df = second_day(df)
+        df.write.parquet(str(root / f"EventDate=2026-08-0{day}"))
+    return root
+
+
+def test_files_that_disagree_on_a_column_width_end_in_one_line(spark, tmp_path, capsys):
+    # Lakes written by different tools drift: RemotePort int32 in one file, int64 in another.
+    src = two_day_lake(
+        spark, tmp_path / "src", lambda df: df.withColumn("RemotePort", F.col("RemotePort").cast("long"))
+    )
+    assert main(run_args(src, tmp_path / "out", end="2026-08-03")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fwpolicy: error: source")
+    assert "stores RemotePort as INT64" in err[0] and "EventDate=2026-08-0" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_corrupt_parquet_file_is_named_in_one_line(spark, tmp_path, capsys):
+    src = two_day_lake(spark, tmp_path / "src")
+    day = src / "EventDate=2026-08-02"
+    victim = sorted(day.glob("*.parquet"))[-1]
+    victim.write_bytes(victim.read_bytes()[:40] + b"PAR1")  # the footer's length points nowhere
+    (day / f".{victim.name}.crc").unlink()  # no checksum beside it, as on object storage
+    assert main(run_args(src, tmp_path / "out", end="2026-08-03")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "corrupt Parquet file" in err[0] and victim.name in err[0]
+    assert not (tmp_path / "out").exists()

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -27,6 +30,22 @@ STRING_COLUMNS = (
     "RemoteIP",
     "RemoteIPType",
     "InitiatingProcessFolderPath",
+)
+# Columns whose Defender values are text the query compares (ConnectionSuccess, Loopback, an
+# address, a path): a number or a flag there cannot hold its meaning, so it is refused rather than
+# cast into text that no clause matches. DeviceId is an identity only: any scalar serves.
+TEXT_COLUMNS = frozenset(
+    {
+        "ActionType",
+        "LocalIP",
+        "RemoteIP",
+        "RemoteIPType",
+        "InitiatingProcessFolderPath",
+        "InitiatingProcessFileName",
+        "InitiatingProcessCommandLine",
+        "Protocol",
+        "RemoteUrl",
+    }
 )
 PORT_COLUMNS = ("LocalPort", "RemotePort")
 REQUIRED_COLUMNS = ("Timestamp", *STRING_COLUMNS, *PORT_COLUMNS)
@@ -69,8 +88,10 @@ def conform_schema(df: DataFrame, path: str) -> DataFrame:
     """Check the required columns and bring them to the types the query computes on.
 
     Safe casts only: integral or numeric-string ports become ``int``; ISO-8601 string
-    timestamps become ``timestamp``; scalar identifiers become strings. A type that cannot be
-    cast safely is an error naming the column, the expected type and the type found.
+    timestamps become ``timestamp``; a scalar ``DeviceId`` becomes a string. A type that cannot
+    be cast safely is an error naming the column, the expected type and the type found; so is a
+    text column (``TEXT_COLUMNS``: ``ActionType``, the addresses, the path, ...) of another type,
+    which casting would turn into text no clause of the query matches.
 
     Values that cannot be used are not dropped: the column ``Rejected`` names the reason
     (``null_timestamp``, ``timestamp_not_parseable``, ``port_not_a_number``,
@@ -99,6 +120,11 @@ def conform_schema(df: DataFrame, path: str) -> DataFrame:
     for name in (*STRING_COLUMNS, *(c for c in OPTIONAL_STRING_COLUMNS if c in fields)):
         if not isinstance(fields[name], _SCALAR):
             raise _type_error(path, name, "string", fields[name])
+        if name in TEXT_COLUMNS and not isinstance(fields[name], T.StringType):
+            raise SourceError(
+                f"source {path}: column {name} has type {fields[name].simpleString()}, expected string: "
+                f"it holds Defender's text values, which a {fields[name].simpleString()} cannot"
+            )
         cols.append(F.col(name).cast("string").alias(name))
     for name in PORT_COLUMNS:
         t, raw = fields[name], F.col(name)
@@ -119,6 +145,62 @@ def conform_schema(df: DataFrame, path: str) -> DataFrame:
     rejected = F.coalesce(*reasons).alias("Rejected")
     rest = [F.col(c) for c in df.columns if c not in {*REQUIRED_COLUMNS, *OPTIONAL_STRING_COLUMNS}]
     return df.select(*cols, rejected, *rest)
+
+
+# What Spark's Parquet reader says when files disagree on a column's type, or one is corrupt.
+_CONVERSION = re.compile(
+    r"Parquet column cannot be converted in file (\S+?)\.? "
+    r"Column: \[([^\]]*)\], Expected: (\S+?), Found: (\w+)"
+)
+_CORRUPT = (
+    "corrupted file",
+    "is not a Parquet file",
+    "Could not read footer",
+    "can not read class org.apache.parquet.format",
+)
+MAX_NAMED_FILES = 3
+
+
+def unreadable_files(spark: SparkSession, events: DataFrame) -> list[str]:
+    """The files of ``events``' source whose Parquet footer cannot be read (at most a few).
+
+    Asked only after a read failed, since Spark 3.5 does not name the file: each file's footer
+    is read once, by the driver."""
+    bad = []
+    for name in events.inputFiles():
+        try:
+            spark.read.parquet(name).schema  # noqa: B018 (reads the footer)
+        except Exception:
+            bad.append(name)
+            if len(bad) == MAX_NAMED_FILES:
+                break
+    return bad
+
+
+@contextmanager
+def read_errors(spark: SparkSession, path: str, events: DataFrame) -> Iterator[None]:
+    """Turn the reader's failures on bad files of the source into one ``SourceError`` line that
+    names the file: files that disagree on a column's type, and corrupt files."""
+    try:
+        yield
+    except SourceError:
+        raise
+    except Exception as e:
+        text = str(e)
+        found = _CONVERSION.search(text)
+        if found:
+            file, column, expected, stored = found.groups()
+            raise SourceError(
+                f"source {path}: file {file} stores {column} as {stored} while the dataset's schema "
+                f"(from another file) has {expected}: its files disagree on the column's type"
+            ) from e
+        if any(marker in text for marker in _CORRUPT):
+            files = unreadable_files(spark, events)
+            named = ", ".join(files) if files else "one of the window's files (not found again)"
+            raise SourceError(
+                f"source {path}: corrupt Parquet file {named}: its footer cannot be read"
+            ) from e
+        raise
 
 
 def partition_column(df: DataFrame, candidates: tuple[str, ...]) -> str | None:

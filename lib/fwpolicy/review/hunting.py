@@ -341,12 +341,13 @@ def unusual_programs(query: SeedQuery, settings: HuntingSettings | None = None) 
     )
 
     met: dict[str, Column] = {r: F.col(f"_{r}") for r in PATH_REASONS}
-    machines = F.col("DistinctMachines")
+    on = F.col("DistinctMachines")
     rare_at = F.greatest(F.lit(1), F.floor(F.col("_family_machines") * F.lit(s.rare_share)))
-    met["low_prevalence"] = (machines <= rare_at) & (machines < F.col("_family_machines"))
+    met["low_prevalence"] = (on <= rare_at) & (on < F.col("_family_machines"))
     outlier_at = F.greatest(F.lit(1), F.floor(F.col("_folder_median") * F.lit(s.outlier_share)))
+    # No median (not a system folder, or too few programs in it): never an outlier.
     met["system_folder_outlier"] = F.coalesce(
-        (machines <= outlier_at) & (machines < F.col("_folder_median")), F.lit(False)
+        (on <= outlier_at) & (on < F.col("_folder_median")), F.lit(False)
     )
     met["public_nonstandard_port"] = F.size("PublicNonStandardPorts") > 0
     if (window_end - window_start).days > s.recent_days:

@@ -59,7 +59,7 @@ from pyspark.sql import types as T
 from fwpolicy.config import SOURCE_FORMATS, ConfigError, PolicyConfig, RunSpec, stable_digest
 from fwpolicy.io.session import get_spark
 from fwpolicy.io.sink import check_outputs, commit_tag, read_table, replace_where, table_path
-from fwpolicy.io.source import partition_column, read_window
+from fwpolicy.io.source import SourceError, partition_column, read_errors, read_window
 from fwpolicy.io.storage import is_delta_table
 from fwpolicy.query.seed import (
     DAY_BITS,
@@ -526,7 +526,8 @@ def run_nightly(spec: NightlySpec, spark: SparkSession | None = None) -> Nightly
                     stored_rows = day_blocks(day_rows.where(F.col(DAY_COLUMN).isNotNull()), digest)
                     # One file per block rather than one per task and block: nights read them all.
                     stored_rows = stored_rows.repartition(BLOCK_START).persist(StorageLevel.MEMORY_AND_DISK)
-                    state_rows += stored_rows.count()
+                    with read_errors(spark, spec.source, events):  # the days are read here, once
+                        state_rows += stored_rows.count()
                     try:
                         replace_where(
                             stored_rows,
@@ -583,6 +584,8 @@ def run_nightly(spec: NightlySpec, spark: SparkSession | None = None) -> Nightly
             written = write_window_tables(query, spec.output, existing)
             policy_rows = written.rows
             step = _timed(steps, "roll-up", step)
+    except SourceError:
+        raise  # bad input: one error line, and no audit row
     except Exception:
         audit.failed()  # best effort: a 'failed' row in run_audit, then the original error
         raise

@@ -40,7 +40,7 @@ from fwpolicy.io.sink import (
     replace_partition,
     table_path,
 )
-from fwpolicy.io.source import read_window
+from fwpolicy.io.source import SourceError, read_errors, read_window
 from fwpolicy.io.storage import is_within
 from fwpolicy.query.seed import SeedQuery, materialized, seed_query
 from fwpolicy.review.changes import (
@@ -213,9 +213,12 @@ def run(spec: RunSpec, spark: SparkSession | None = None) -> RunResult:
     audit.read(events)
     log.info("computing %s for [%s, %s) from %s", POLICY_TABLE, spec.start, spec.end, redact(spec.source))
     try:
-        query = seed_query(events, cfg, (spec.start, spec.end), excluded, tags, materialized)
+        with read_errors(spark, spec.source, events):  # the source is read here, once
+            query = seed_query(events, cfg, (spec.start, spec.end), excluded, tags, materialized)
         with commit_tag(spark, audit.commit_tag):
             written = write_window_tables(query, spec.output, existing, audit)
+    except SourceError:
+        raise  # bad input: one error line, and nothing written (no audit row either)
     except Exception:
         audit.failed()  # best effort: a 'failed' row in run_audit, then the original error
         raise
