@@ -64,7 +64,7 @@ event_strategy = st.fixed_dictionaries(
 
 
 # Each example is a whole query on local Spark (about 2.5 s): 8 per run, new ones each run.
-@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     rows=st.lists(event_strategy, min_size=1, max_size=60),
     ephemeral=st.sampled_from([49152, 445, 30000]),
