@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from fwpolicy.config import ConfigError
 from fwpolicy.io import class_archive
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def with_hive(builder: SparkSession.Builder, java_options: str) -> SparkSession.
     registers tables in on a laptop."""
     root = metastore_dir()
     if any(c.isspace() for c in str(root)):
-        raise ValueError(f"the metastore folder may not contain spaces: {root}")
+        raise ConfigError(f"the metastore folder may not contain spaces: {root} (set FWPOLICY_METASTORE)")
     root.mkdir(parents=True, exist_ok=True)
     return (
         builder.enableHiveSupport()

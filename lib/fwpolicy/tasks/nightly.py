@@ -16,11 +16,11 @@ block is one row there, not 64, so the state shrinks as connections repeat. Each
 3. builds each missing longer block from the eight blocks under it (one commit per length);
 4. rolls the window's blocks up into the reduced table a full run builds (``roll_up``; inbound
    rows that no server key of the window admits are dropped before they merge,
-   ``seed.served_only``, as the semi join would drop them after), runs
-   steps 2 to 6 of the seed query over it, and replaces the ``window_end = date + 1``
-   partition of ``firewall_policy``, ``unusual_programs`` and ``excluded_connections``, as
-   ``run`` does; then appends the night's row to ``run_audit`` (``command = 'nightly'``; its
-   counts are those of the events read that night).
+   ``seed.served_only``, as the semi join would drop them after), runs steps 2 to 6 of the
+   seed query over it, and replaces the ``window_end = date + 1`` partition of
+   ``firewall_policy``, ``unusual_programs``, ``excluded_connections`` and ``policy_changes``,
+   as ``run`` does; then appends the night's row to ``run_audit`` (``command = 'nightly'``;
+   its counts are those of the events read that night).
 
 A reduced row of day ``d`` depends only on the events of day ``d``, and every aggregate merges
 again (sum, min, max, bit-or), so the rolled-up table equals the one a full ``run`` would build
