@@ -79,3 +79,12 @@ def spark_conf(spark):
             spark.conf.unset(key)
         else:
             spark.conf.set(key, value)
+
+
+@pytest.fixture(scope="session")
+def two_windows(spark, tmp_path_factory):
+    """(lake, output root) of two runs over hostile values (``tests/two_windows.py``), shared by
+    the tests of policy_changes and of the report."""
+    from two_windows import build
+
+    return build(spark, tmp_path_factory.mktemp("two-windows"))

@@ -16,7 +16,8 @@ from pyspark.sql import types as T
 from fwpolicy.cli import main
 from fwpolicy.config import ChangeSettings, ConfigError, PolicyConfig
 from fwpolicy.review.changes import policy_changes
-from fwpolicy.tasks.generate import generate_events, write_lake
+
+from two_windows import FIRST_END, SECOND_END, WINDOWS
 
 PREVIOUS, END = dt.date(2026, 8, 8), dt.date(2026, 8, 15)
 POLICY = T.StructType(
@@ -139,22 +140,6 @@ def test_bad_settings_are_refused(values):
 
 # ------------------------------------------------------------------------ the job and diff
 
-START = dt.date(2026, 8, 1)
-
-
-@pytest.fixture(scope="module")
-def two_windows(spark, tmp_path_factory):
-    """A lake of 8 days and the output of two runs: [1, 4) then [4, 8) (window_end 4 and 8)."""
-    root = tmp_path_factory.mktemp("changes")
-    lake, out = root / "lake", root / "out"
-    write_lake(
-        generate_events(spark, 16, 8, seed=5, start=START, events_per_device_day=20), str(lake), "parquet"
-    )
-    for start, end in (("2026-08-01", "2026-08-04"), ("2026-08-04", "2026-08-09")):
-        argv = ["-q", "run", "--source", str(lake), "--source-format", "parquet", "--output", str(out)]
-        assert main([*argv, "--start", start, "--end", end]) == 0
-    return lake, out
-
 
 def policy_rows(spark, out, end):
     df = spark.read.format("delta").load(str(out / "firewall_policy")).where(F.col("window_end") == end)
@@ -163,7 +148,7 @@ def policy_rows(spark, out, end):
 
 def test_the_job_writes_what_the_two_windows_differ_by(spark, two_windows):
     _, out = two_windows
-    first, second = dt.date(2026, 8, 4), dt.date(2026, 8, 9)
+    first, second = FIRST_END, SECOND_END
     table = spark.read.format("delta").load(str(out / "policy_changes"))
     assert table.where(F.col("window_end") == first).count() == 0  # the first window: none
     got = {
@@ -182,9 +167,11 @@ def test_the_job_writes_what_the_two_windows_differ_by(spark, two_windows):
             expected.add(("new_ports", *k))
         if {p for p in set(b["Ports"]) - set(a["Ports"]) if a_top is None or p <= a_top}:
             expected.add(("gone_ports", *k))
-    assert expected, "the two windows should differ"
+    # The data was built to hold each of these (tests/two_windows.py).
+    assert {kind for kind, *_ in expected} == {"new_program", "gone_program", "new_ports"}
     kinds = {"new_program", "gone_program", "new_ports", "gone_ports"}
     assert {c for c in got if c[0] in kinds} == expected
+    assert {kind for kind, *_ in got} - kinds == {"machines_shrank"}  # 4 machines down to 2
     assert (
         table.where(F.col("window_end") == second).select("PreviousWindowEnd").distinct().collect()[0][0]
         == first
@@ -193,18 +180,16 @@ def test_the_job_writes_what_the_two_windows_differ_by(spark, two_windows):
 
 def test_diff_prints_the_same_rows(spark, two_windows, capsys):
     _, out = two_windows
-    assert main(["-q", "diff", "--output", str(out), "--window-end", "2026-08-09", "--format", "json"]) == 0
+    assert main(["-q", "diff", "--output", str(out), "--window-end", "2026-08-06", "--format", "json"]) == 0
     body = json.loads(capsys.readouterr().out)
     table = (
-        spark.read.format("delta")
-        .load(str(out / "policy_changes"))
-        .where(F.col("window_end") == dt.date(2026, 8, 9))
+        spark.read.format("delta").load(str(out / "policy_changes")).where(F.col("window_end") == SECOND_END)
     )
-    assert body["previous_window_end"] == "2026-08-04"
+    assert body["previous_window_end"] == "2026-08-03"
     assert sorted(tuple(c.values()) for c in body["changes"]) == sorted(
         (r["ChangeType"], r["Directionality"], r["AliasPath"], r["Detail"]) for r in table.collect()
     )
-    assert main(["-q", "diff", "--output", str(out), "--window-end", "2026-08-04"]) == 0
+    assert main(["-q", "diff", "--output", str(out), "--window-end", "2026-08-03"]) == 0
     assert "first window" in capsys.readouterr().out
 
 
@@ -212,8 +197,8 @@ def test_diff_prints_the_same_rows(spark, two_windows, capsys):
     "extra, message",
     [
         (["--window-end", "2026-08-05"], "no window_end 2026-08-05"),
-        (["--window-end", "2026-08-09", "--against", "2026-08-01"], "no window_end 2026-08-01"),
-        (["--window-end", "2026-08-04", "--against", "2026-08-09"], "must be before"),
+        (["--window-end", "2026-08-06", "--against", "2026-08-01"], "no window_end 2026-08-01"),
+        (["--window-end", "2026-08-03", "--against", "2026-08-06"], "must be before"),
     ],
 )
 def test_diff_refuses_unknown_windows_in_one_line(two_windows, capsys, extra, message):
@@ -233,5 +218,6 @@ def test_a_rerun_writes_the_same_changes(spark, two_windows, tmp_path):
 
     first = snapshot()
     argv = ["-q", "run", "--source", str(lake), "--source-format", "parquet", "--output", str(out)]
-    assert main([*argv, "--start", "2026-08-04", "--end", "2026-08-09"]) == 0
+    start, end = WINDOWS[1]
+    assert main([*argv, "--start", start, "--end", end]) == 0
     assert snapshot() == first

@@ -1,81 +1,29 @@
 """``fwpolicy report``: a self-contained page, checked in Chromium, with hostile values in it.
 
 Two runs over a small fleet whose paths, file names and URLs carry ``<script>``, ``" onerror=``
-and ``javascript:`` payloads; the report of the second window is opened in headless Chromium
+and ``javascript:`` payloads (``tests/two_windows.py``); the report of the second window is opened in headless Chromium
 (``tests/browser.py``): no payload runs, the console has no errors, the policy table has the
 table's rows, filtering and sorting work, and a screenshot is not blank.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 import re
 
 import pytest
 from PIL import Image
-from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from fwpolicy.cli import main
 
 from browser import chromium
-from helpers import EVENT_SCHEMA, event
-
-DAY1 = dt.datetime(2026, 8, 1, 12)
-DAY5 = dt.datetime(2026, 8, 5, 12)
-MARK = "window.__pwned = 1"
-PAYLOADS = [
-    rf"C:\Users\Public\<script>{MARK}</script>\a.exe",
-    rf'C:\Tools\x" onerror="{MARK}" y\b.exe',
-    rf"C:\Tools\<img src=x onerror={MARK}>\c.exe",
-    r"C:\Program Files\App\app.exe",
-]
-NEW = rf"C:\New\<svg onload={MARK}>\n.exe"  # only in the second window: a change to list
-URLS = [
-    f"javascript:{MARK}",
-    f'"><svg onload="{MARK}">',
-    "www.example.com",
-    f"</script><script>{MARK}</script>",
-]
-
-
-def events(when):
-    rows = []
-    for d in range(4):
-        for i, path in enumerate(PAYLOADS):
-            rows.append(
-                event(
-                    Timestamp=when,
-                    DeviceId=f"dev-{d}",
-                    InitiatingProcessFolderPath=path,
-                    InitiatingProcessFileName=f'"><b onmouseover="{MARK}">{i}.exe',
-                    RemoteIP=f"20.0.0.{i + d}",
-                    RemotePort=443 if d else 4444,
-                    RemoteUrl=URLS[i],
-                )
-            )
-    return rows
+from two_windows import NEW, PAYLOADS
 
 
 @pytest.fixture(scope="module")
-def output(spark, tmp_path_factory):
-    """Two runs, windows ending 2026-08-03 and 2026-08-06, over a lake with hostile values."""
-    root = tmp_path_factory.mktemp("report")
-    lake, out = root / "lake", root / "out"
-    schema = T.StructType([*EVENT_SCHEMA.fields, T.StructField("RemoteUrl", T.StringType())])
-    rows = [
-        *events(DAY1),
-        *events(DAY5)[:10],
-        event(Timestamp=DAY5, DeviceId="dev-9", InitiatingProcessFolderPath=NEW),
-    ]
-    df = spark.createDataFrame([tuple(r.get(f.name) for f in schema.fields) for r in rows], schema)
-    df.withColumn("EventDate", F.to_date("Timestamp")).write.partitionBy("EventDate").parquet(str(lake))
-    for start, end in (("2026-08-01", "2026-08-03"), ("2026-08-01", "2026-08-06")):
-        argv = ["-q", "run", "--source", str(lake), "--source-format", "parquet", "--output", str(out)]
-        assert main([*argv, "--start", start, "--end", end]) == 0
-    return out
+def output(two_windows):
+    return two_windows[1]
 
 
 @pytest.fixture(scope="module")
