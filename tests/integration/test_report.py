@@ -1,9 +1,9 @@
 """``fwpolicy report``: a self-contained page, checked in Chromium, with hostile values in it.
 
 Two runs over a small fleet whose paths, file names and URLs carry ``<script>``, ``" onerror=``
-and ``javascript:`` payloads (``tests/two_windows.py``); the report of the second window is opened in headless Chromium
-(``tests/browser.py``): no payload runs, the console has no errors, the policy table has the
-table's rows, filtering and sorting work, and a screenshot is not blank.
+and ``javascript:`` payloads (``tests/two_windows.py``); the report of the second window is
+opened in headless Chromium (``tests/browser.py``): no payload runs, the console has no errors,
+the policy table has the table's rows, filtering and sorting work, and a screenshot is not blank.
 """
 
 from __future__ import annotations
