@@ -162,16 +162,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from pyspark.sql import functions as F
 
     from fwpolicy.io.session import get_spark
-    from fwpolicy.io.sink import table_path
-    from fwpolicy.io.storage import is_delta_table
     from fwpolicy.review.changes import CHANGE_COLUMNS, diff
 
     settings = load_policy_config(args.conf).changes
-    spark = get_spark()
-    path = table_path(args.output, "firewall_policy")
-    if not is_delta_table(spark, path):
-        raise ConfigError(f"no firewall_policy table under {args.output}: run `fwpolicy run` first")
-    changes, previous = diff(spark, path, args.window_end, args.against, settings)
+    changes, previous = diff(get_spark(), args.output, args.window_end, args.against, settings)
     order = [F.col(c) for c in ("Directionality", "AliasPath", "ChangeType")]
     rows = [r.asDict() for r in changes.orderBy(*order).collect()]  # changes: a few per program
     if args.format == "json":
@@ -183,7 +177,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print(json.dumps(body, indent=2))
         return 0
     if previous is None:
-        print(f"window_end {args.window_end} is the first window in {path}: no earlier window, no changes")
+        print(f"window_end {args.window_end} is the first window under {args.output}: no changes")
         return 0
     print(f"changes in firewall_policy from window_end {previous} to {args.window_end}: {len(rows)}")
     for r in rows:

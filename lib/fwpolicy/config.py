@@ -71,6 +71,20 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _from_mapping(cls: Any, section: str, values: Mapping[str, Any] | None) -> Any:
+    """``cls(**values)`` for a settings section of a YAML file; unknown keys are errors."""
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{section}: unknown setting(s) {unknown}; known: {sorted(known)}")
+    return cls(**values)
+
+
 @dataclass(frozen=True)
 class HuntingSettings:
     """Thresholds and weights of ``unusual_programs``; validated on construction.
@@ -95,7 +109,7 @@ class HuntingSettings:
                 raise ConfigError(f"hunting: {name} must be an integer >= {low}, got {value!r}")
         for name in ("rare_share", "outlier_share"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1):
+            if not (_is_number(value) and 0 < value < 1):
                 raise ConfigError(f"hunting: {name} must be a number in (0, 1), got {value!r}")
         ports = self.standard_ports
         if isinstance(ports, (str, bytes)) or not isinstance(ports, Iterable):
@@ -117,12 +131,7 @@ class HuntingSettings:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> HuntingSettings:
         """Settings from a YAML mapping (e.g. a ``hunting:`` section); unknown keys are errors."""
-        values = dict(values or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"hunting: unknown setting(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        return _from_mapping(cls, "hunting", values)
 
     def digest(self) -> str:
         """A short stable hash of the settings, to record with a run."""
@@ -184,21 +193,16 @@ class ChangeSettings:
             if not (_is_int(value) and value >= low):
                 raise ConfigError(f"changes: {name} must be an integer >= {low}, got {value!r}")
         ratio = self.remote_ips_ratio
-        if not (isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and ratio > 1):
+        if not (_is_number(ratio) and ratio > 1):
             raise ConfigError(f"changes: remote_ips_ratio must be a number > 1, got {ratio!r}")
         share = self.machines_ratio
-        if not (isinstance(share, (int, float)) and not isinstance(share, bool) and 0 < share < 1):
+        if not (_is_number(share) and 0 < share < 1):
             raise ConfigError(f"changes: machines_ratio must be a number in (0, 1), got {share!r}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> ChangeSettings:
         """Settings from a YAML mapping (a ``changes:`` section); unknown keys are errors."""
-        values = dict(values or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"changes: unknown setting(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        return _from_mapping(cls, "changes", values)
 
 
 # ------------------------------------------------------------------ the query

@@ -38,9 +38,11 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from fwpolicy.config import CHANGE_TYPES, ChangeSettings, ConfigError
-from fwpolicy.io.sink import read_table
+from fwpolicy.io.sink import read_table, table_path
+from fwpolicy.io.storage import is_delta_table
 
 CHANGES_TABLE = "policy_changes"
+POLICY_TABLE = "firewall_policy"  # the table compared (tasks.run writes it under this name)
 KEYS = ("Directionality", "AliasPath")
 CHANGE_COLUMNS = ("ChangeType", "Directionality", "AliasPath", "Detail", "PreviousWindowEnd", "window_end")
 FIGURES = ("Ports", "PortCount", "RemoteIPCount", "DistinctMachines", "ConnectionCount")
@@ -51,6 +53,21 @@ def window_ends(spark: SparkSession, policy_path: str) -> list[dt.date]:
     """The ``window_end`` values of the ``firewall_policy`` table at ``policy_path``, sorted."""
     rows = read_table(spark, policy_path).select("window_end").distinct().collect()  # one per window
     return sorted(r["window_end"] for r in rows)
+
+
+def known_window_ends(spark: SparkSession, output_root: str, *wanted: dt.date | None) -> list[dt.date]:
+    """The ``window_end`` values of ``firewall_policy`` under ``output_root``, once the table is
+    known to exist and to hold each of ``wanted`` (None: not asked); else a ``ConfigError`` that
+    names the latest windows. What ``diff`` and ``report`` check before any work."""
+    policy_path = table_path(output_root, POLICY_TABLE)
+    if not is_delta_table(spark, policy_path):
+        raise ConfigError(f"no {POLICY_TABLE} table under {output_root}: run `fwpolicy run` first")
+    ends = window_ends(spark, policy_path)
+    known = ", ".join(e.isoformat() for e in ends[-5:]) or "none"
+    for d in wanted:
+        if d is not None and d not in ends:
+            raise ConfigError(f"no window_end {d} in {policy_path} (latest windows: {known})")
+    return ends
 
 
 def previous_window_end(ends: list[dt.date], window_end: dt.date) -> dt.date | None:
@@ -188,18 +205,16 @@ def policy_window(spark: SparkSession, policy_path: str, window_end: dt.date) ->
 
 def diff(
     spark: SparkSession,
-    policy_path: str,
+    output_root: str,
     window_end: dt.date,
     against: dt.date | None = None,
     settings: ChangeSettings | None = None,
 ) -> tuple[DataFrame, dt.date | None]:
     """``fwpolicy diff``: the changes from ``against`` (default: the previous window) to
-    ``window_end``, and the window compared against (None: ``window_end`` is the first)."""
-    ends = window_ends(spark, policy_path)
-    known = ", ".join(e.isoformat() for e in ends[-5:]) or "none"
-    for d in (window_end, against):
-        if d is not None and d not in ends:
-            raise ConfigError(f"no window_end {d} in {policy_path} (latest windows: {known})")
+    ``window_end`` in ``firewall_policy`` under ``output_root``, and the window compared
+    against (None: ``window_end`` is the first)."""
+    ends = known_window_ends(spark, output_root, window_end, against)
+    policy_path = table_path(output_root, POLICY_TABLE)
     if against is not None and against >= window_end:
         raise ConfigError(f"--against {against} must be before --window-end {window_end}")
     previous = against or previous_window_end(ends, window_end)

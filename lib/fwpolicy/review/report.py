@@ -413,15 +413,9 @@ def gather(spark: Any, output_root: str, window_end: dt.date) -> ReportData:
 
     from fwpolicy.io.sink import read_table, table_path
     from fwpolicy.io.storage import is_delta_table
-    from fwpolicy.review.changes import CHANGES_TABLE, previous_window_end, window_ends
+    from fwpolicy.review.changes import CHANGES_TABLE, POLICY_TABLE, known_window_ends, previous_window_end
 
-    policy_path = table_path(output_root, "firewall_policy")
-    if not is_delta_table(spark, policy_path):
-        raise ConfigError(f"no firewall_policy table under {output_root}: run `fwpolicy run` first")
-    ends = window_ends(spark, policy_path)
-    if window_end not in ends:
-        known = ", ".join(e.isoformat() for e in ends[-5:]) or "none"
-        raise ConfigError(f"no window_end {window_end} in {policy_path} (latest windows: {known})")
+    ends = known_window_ends(spark, output_root, window_end)
 
     def rows(name: str) -> list[dict[str, Any]] | None:
         path = table_path(output_root, name)
@@ -430,7 +424,7 @@ def gather(spark: Any, output_root: str, window_end: dt.date) -> ReportData:
         df = read_table(spark, path).where(F.col("window_end") == F.lit(window_end))
         return [r.asDict(recursive=True) for r in df.collect()]  # one window's summary rows
 
-    policy = rows("firewall_policy") or []
+    policy = rows(POLICY_TABLE) or []
     changes = rows(CHANGES_TABLE)
     audit = None
     audit_path = table_path(output_root, "run_audit")
@@ -440,7 +434,7 @@ def gather(spark: Any, output_root: str, window_end: dt.date) -> ReportData:
             .where((F.col("window_end") == F.lit(window_end)) & (F.col("status") == F.lit("succeeded")))
             .orderBy(F.desc("started_at"))
             .limit(1)
-            .collect()
+            .collect()  # one row
         )
         audit = latest[0].asDict(recursive=True) if latest else None
     starts = sorted({r["window_start"] for r in policy if r.get("window_start")})

@@ -45,6 +45,7 @@ from fwpolicy.io.storage import is_within
 from fwpolicy.query.seed import SeedQuery, materialized, seed_query
 from fwpolicy.review.changes import (
     CHANGES_TABLE,
+    POLICY_TABLE,
     changes_schema,
     policy_changes,
     policy_window,
@@ -57,7 +58,6 @@ from fwpolicy.tasks.audit import AUDIT_TABLE, AuditCounts, RunAudit, redact
 
 log = logging.getLogger(__name__)
 
-POLICY_TABLE = "firewall_policy"
 EXCLUDED_TABLE = "excluded_connections"
 WINDOW_TABLES = (POLICY_TABLE, HUNTING_TABLE, EXCLUDED_TABLE, CHANGES_TABLE)
 TOP_PER_DIRECTION = 5
