@@ -7,13 +7,16 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The Spark 3.5 line (pyspark 3.5, delta-spark 3.3) in a venv of its own, for `make compat-test`.
+COMPAT       := .venv-spark35
+COMPAT_STAMP := $(COMPAT)/.installed
 
 # bench sizes (events, approximate): override e.g. `make bench BENCH_ARGS="--sizes 2e6"`
 BENCH_ARGS ?=
 # extra pytest arguments for the test targets, e.g. `make test TEST_ARGS="--durations=15"`
 TEST_ARGS ?=
 
-.PHONY: help setup archive run test unit-test slow-test lint bench package clean
+.PHONY: help setup archive run test unit-test slow-test compat-test lint bench package clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -51,6 +54,16 @@ bench: archive ## build benchmark lakes and compare with DuckDB, a naive port an
 package: $(STAMP) ## build the wheel for spark-submit --py-files into dist/
 	rm -rf build  # setuptools reuses build/lib: a deleted module could linger in the wheel
 	$(PY) -m build --wheel --outdir dist .
+
+$(COMPAT_STAMP): pyproject.toml
+	test -x $(COMPAT)/bin/python || $(PYTHON) -m venv $(COMPAT)
+	$(COMPAT)/bin/python -m pip install -q --upgrade pip
+	$(COMPAT)/bin/python -m pip install -q -e '.[spark35,dev]'
+	$(COMPAT)/bin/python -m fwpolicy.io.session
+	touch $(COMPAT_STAMP)
+
+compat-test: $(COMPAT_STAMP) ## tests/integration on Spark 3.5 with delta-spark 3.3 (its own venv, .venv-spark35)
+	$(COMPAT)/bin/python -m pytest -q -m "not slow" tests/integration $(TEST_ARGS)
 
 slow-test: $(STAMP) ## the slow tier (-m slow): spark-submit, standalone cluster, crashes, Hive catalog, multi-run scenarios
 	$(PY) -m pytest -q -m slow $(TEST_ARGS)

@@ -413,7 +413,12 @@ def with_event_log(env: dict[str, str], directory: Path) -> dict[str, str]:
         return env
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
-    conf = f"--conf spark.eventLog.enabled=true --conf spark.eventLog.dir={directory.as_uri()}"
+    # One plain JSON-lines file per application, as Spark 3.5 writes it (Spark 4 would compress
+    # it and, with rolling on, put it in a folder of its own).
+    conf = (
+        f"--conf spark.eventLog.enabled=true --conf spark.eventLog.dir={directory.as_uri()} "
+        "--conf spark.eventLog.compress=false --conf spark.eventLog.rolling.enabled=false"
+    )
     return {**env, "PYSPARK_SUBMIT_ARGS": f"{conf} pyspark-shell"}
 
 

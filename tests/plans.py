@@ -22,7 +22,12 @@ def scan_nodes(df: DataFrame) -> list:
             seen[ident] = node
         elif name == "AdaptiveSparkPlanExec":
             stack.append(node.executedPlan())
-        elif name in ("ShuffleQueryStageExec", "BroadcastQueryStageExec", "TableCacheQueryStageExec"):
+        elif name in (
+            "ShuffleQueryStageExec",
+            "BroadcastQueryStageExec",
+            "TableCacheQueryStageExec",
+            "ResultQueryStageExec",  # Spark 4: the final stage of an adaptive plan
+        ):
             stack.append(node.plan())
         elif name == "InMemoryTableScanExec":
             stack.append(node.relation().cachedPlan())
@@ -31,3 +36,12 @@ def scan_nodes(df: DataFrame) -> list:
         children = node.children()
         stack.extend(children.apply(i) for i in range(children.size()))
     return list(seen.values())
+
+
+def partition_count(scan) -> int:
+    """How many partitions a file scan read: an array in Spark 3.5, a ``ScanFileListing`` in 4."""
+    selected = scan.selectedPartitions()
+    try:
+        return len(selected)
+    except TypeError:  # not an array: Spark 4's listing
+        return int(selected.partitionCount())

@@ -12,6 +12,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -264,7 +265,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from fwpolicy.io.ingest import ingest
 
     tables = {"device_network_events": args.output}
-    result = with_catalog(args.catalog, tables, lambda spark: ingest(spark, args.source, args.output))
+    result = with_catalog(
+        args.catalog, tables, lambda spark: ingest(spark, args.source, args.output, args.input_format)
+    )
     print(result.describe())
     return 0
 
@@ -303,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Draft client-firewall policies from Defender DeviceNetworkEvents.",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    parser.add_argument(
+        "--remote",
+        metavar="URL",
+        help="run through Spark Connect: sc://host:15002 (or local[N]); default: $SPARK_REMOTE. "
+        f"For {', '.join(CONNECT_COMMANDS)}; paths are the server's",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="compute firewall_policy for a window [start, end)")
@@ -330,11 +339,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_catalog_option(p)
     p.set_defaults(handler=cmd_nightly)
 
-    p = sub.add_parser("ingest", help="Defender streaming-API export (JSON) -> typed Delta bronze table")
-    p.add_argument(
-        "--source", required=True, help="folder of the export (storage account or Event Hubs capture)"
+    p = sub.add_parser(
+        "ingest", help="Defender streaming-API export (JSON, or Capture's Avro) -> typed Delta bronze table"
     )
+    p.add_argument("--source", required=True, help="folder of the export (storage account or Event Hubs)")
     p.add_argument("--output", required=True, help="path of the bronze Delta table")
+    p.add_argument(
+        "--input-format",
+        choices=("json", "avro"),
+        default="json",
+        help="json: JSON lines (storage account, Event Hubs); avro: Event Hubs Capture files (default: json)",
+    )
     add_catalog_option(p)
     p.set_defaults(handler=cmd_ingest)
 
@@ -402,11 +417,39 @@ def configure_logging(quiet: bool) -> None:
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
+# Commands that run over Spark Connect; the others need a JVM in this process (generate and
+# demo write through the embedded session, ingest merges through Delta's table API).
+CONNECT_COMMANDS = ("run", "nightly", "export", "diff", "report")
+
+
+def check_remote(args: argparse.Namespace, url: str) -> None:
+    """Over Spark Connect: only ``CONNECT_COMMANDS``, and paths the server can resolve (its
+    working directory is not the user's)."""
+    if args.command not in CONNECT_COMMANDS:
+        raise ConfigError(
+            f"{args.command} does not run over Spark Connect (--remote {url}); it runs on a local "
+            f"session or under spark-submit. Over Spark Connect: {', '.join(CONNECT_COMMANDS)}"
+        )
+    for option in ("source", "output"):
+        path = getattr(args, option, None)
+        if path and "://" not in path and not path.startswith("/"):
+            raise ConfigError(
+                f"--{option} {path}: over Spark Connect paths are the server's; give an absolute "
+                "path or a URI (s3a://, abfss://, dbfs:/ ...)"
+            )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.quiet)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
+        url = args.remote or os.environ.get("SPARK_REMOTE")
+        if url:
+            check_remote(args, url)
+            from fwpolicy.io.session import use_remote
+
+            use_remote(url)
         return handler(args)
     except (SourceError, ConfigError) as e:
         print(f"fwpolicy: error: {e}", file=sys.stderr)

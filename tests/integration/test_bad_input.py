@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 
 from fwpolicy.cli import main
 from fwpolicy.config import PolicyConfig
-from fwpolicy.io.source import conform_schema, read_window
+from fwpolicy.io.source import conform_schema, read_window, widens_parquet
 from fwpolicy.query.seed import DEVICE, INBOUND_DETAIL, connection_table, where_clauses
 
 from helpers import NOON, event, events_df
@@ -87,7 +87,28 @@ def test_bad_config_file_names_the_file_and_key(tmp_path, capsys):
     assert str(conf) in err and "ephemeral_starts" in err
 
 
-def test_safe_casts_and_rejected_values_are_counted(spark):
+@pytest.fixture(params=[True, False], ids=["ansi", "no-ansi"])
+def ansi(spark, request):
+    yield from _ansi(spark, request.param)
+
+
+@pytest.fixture(params=[True, pytest.param(False, marks=pytest.mark.slow)], ids=["ansi", "no-ansi"])
+def ansi_run(spark, request):
+    """As ``ansi``, for whole runs: with ANSI off (Spark 3.5's default) in the slow tier, as
+    ``make compat-test`` runs them on Spark 3.5 anyway."""
+    yield from _ansi(spark, request.param)
+
+
+def _ansi(spark, on: bool):
+    """Spark 4 runs with ANSI mode on (an invalid cast raises); Spark 3.5 with it off. Every cast
+    of source data must be safe under both."""
+    before = spark.conf.get("spark.sql.ansi.enabled")
+    spark.conf.set("spark.sql.ansi.enabled", str(on).lower())
+    yield on
+    spark.conf.set("spark.sql.ansi.enabled", before)
+
+
+def test_safe_casts_and_rejected_values_are_counted(spark, ansi):
     rows = [
         ("2026-08-01T12:00:00Z", "50000", "443"),
         ("2026-08-01T12:00:00.1234567Z", " 50001 ", ""),  # seven digits; '' port is missing
@@ -110,6 +131,28 @@ def test_safe_casts_and_rejected_values_are_counted(spark):
     ]
     assert conformed.schema["LocalPort"].dataType.simpleString() == "int"
     assert conformed.schema["Timestamp"].dataType.simpleString() == "timestamp"
+
+
+def test_a_run_counts_bad_values_in_the_audit_under_either_ansi_mode(spark, ansi_run, tmp_path, capsys):
+    rows = [
+        ("2026-08-01T12:00:00Z", "50000", "443"),
+        ("2026-08-01T12:00:00Z", "http", "443"),
+        ("2026-08-01T12:00:00Z", "50000", "99999999999"),
+        ("2026-08-01 25:61:00", "50000", "443"),
+        ("not a time", "50000", "443"),
+    ]
+    base = events_df(spark, [event()]).drop("Timestamp", "LocalPort", "RemotePort")
+    src = tmp_path / "src"
+    spark.createDataFrame(rows, "Timestamp string, LocalPort string, RemotePort string").crossJoin(
+        base
+    ).write.parquet(str(src))
+    assert main(run_args(src, tmp_path / "out")) == 0, capsys.readouterr().err
+    audit = spark.read.format("delta").load(str(tmp_path / "out" / "run_audit")).first()
+    assert audit["rows_read"] == 5 and audit["rows_outbound"] == 1
+    assert audit["rejected"] == {
+        "port_not_a_number": 2,
+        "timestamp_not_parseable": 2,
+    }
 
 
 def test_every_row_read_is_accounted_for(spark, tmp_path):
@@ -187,16 +230,27 @@ def two_day_lake(spark, root, second_day=None):
     return root
 
 
-def test_files_that_disagree_on_a_column_width_end_in_one_line(spark, tmp_path, capsys):
-    # Lakes written by different tools drift: RemotePort int32 in one file, int64 in another.
-    src = two_day_lake(
-        spark, tmp_path / "src", lambda df: df.withColumn("RemotePort", F.col("RemotePort").cast("long"))
-    )
-    assert main(run_args(src, tmp_path / "out", end="2026-08-03")) == 2
+def test_files_that_disagree_on_a_column_width_are_widened(spark, tmp_path, capsys):
+    # Lakes written by different tools drift: RemotePort int32 in one file, int64 (one value out
+    # of range) in another. Spark 4 reads both as bigint; Spark 3.5 cannot, and says so in a line.
+    def drifted(df):
+        wide = F.col("RemotePort").cast("long")
+        return df.withColumn("RemotePort", F.when(F.col("DeviceId") == "dev-2", F.lit(2**40)).otherwise(wide))
+
+    src = two_day_lake(spark, tmp_path / "src", drifted)
+    code = main(run_args(src, tmp_path / "out", end="2026-08-03"))
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("fwpolicy: error: source")
-    assert "stores RemotePort as INT64" in err[0] and "EventDate=2026-08-0" in err[0]
-    assert not (tmp_path / "out").exists()
+    if not widens_parquet(spark):
+        assert code == 2 and len(err) == 1 and err[0].startswith("fwpolicy: error: source")
+        assert "RemotePort" in err[0] and "INT64" in err[0] and "EventDate=2026-08-0" in err[0]
+        assert not (tmp_path / "out").exists()
+        return
+    assert code == 0, err
+    policy = spark.read.format("delta").load(str(tmp_path / "out" / "firewall_policy")).collect()
+    # Three of the four events are kept (443 from both files); the 2**40 port is rejected.
+    assert [(r["ConnectionCount"], r["Ports"]) for r in policy] == [(3, [443])]
+    audit = spark.read.format("delta").load(str(tmp_path / "out" / "run_audit")).first()
+    assert audit["rejected"] == {"port_out_of_range": 1}
 
 
 def test_a_corrupt_parquet_file_is_named_in_one_line(spark, tmp_path, capsys):

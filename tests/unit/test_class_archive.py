@@ -18,7 +18,9 @@ def test_no_archive_means_no_options(cache):
     path = class_archive.archive_path()
     assert path is not None and path.is_relative_to(cache) and not path.exists()
     assert class_archive.java_options() == []
-    assert session.driver_java_options() == "-XX:+UseParallelGC"
+    options = session.driver_java_options().split()
+    assert options == ["-XX:+UseParallelGC", f"-Dlog4j2.configurationFile={session.LOG_CONFIG.as_uri()}"]
+    assert session.LOG_CONFIG.is_file()
 
 
 def test_an_archive_is_mapped_quietly(cache):

@@ -7,8 +7,10 @@ Dashboards then query names, not storage paths: the Hive metastore of a local se
 Glue on EMR, whichever the session is configured with.
 
 * The name is checked before any work: one or two identifiers of letters, digits and ``_``
-  (``security`` or ``main.security``). It goes into SQL only as a parameter of ``IDENTIFIER()``;
-  the tables are created through ``spark.catalog.createTable``, never by formatting SQL text.
+  (``security`` or ``main.security``). The one SQL statement, ``CREATE SCHEMA``, takes it only
+  after that check, each part quoted as an identifier (``quoted``): Spark 4.2 does not bind a
+  parameter of ``IDENTIFIER()`` in a DDL statement. The tables are created through
+  ``spark.catalog.createTable``, never by formatting SQL text.
 * Registration is idempotent: a table already registered at the same location is left alone,
   so a rerun does not fail. One registered at another location is refused before any work,
   naming both locations: fwpolicy never re-points a name a dashboard may rely on.
@@ -41,11 +43,23 @@ def check_schema_name(name: str) -> str:
     return name
 
 
-def _location(spark: SparkSession, table: str) -> str:
-    from delta.tables import DeltaTable
+def quoted(name: str) -> str:
+    """A checked schema name as SQL identifiers: ``main.security`` -> ```main`.`security```."""
+    return ".".join(f"`{part}`" for part in check_schema_name(name).split("."))
 
-    detail = DeltaTable.forName(spark, table).detail().select("location").first()  # one row
+
+def _location(spark: SparkSession, schema: str, name: str) -> str:
+    """Where the table ``schema.name`` is (SQL, so that it works over Spark Connect too)."""
+    detail = spark.sql(f"DESCRIBE DETAIL {quoted(schema)}.`{name}`").first()  # one row
     return str(detail["location"]).rstrip("/") if detail else ""
+
+
+def _local(location: str) -> str:
+    """``file:/x``, ``file:///x`` and ``/x`` are one location (a Connect client names server
+    paths without the scheme the catalog shows)."""
+    if location.startswith("file:"):
+        return "/" + location[len("file:") :].lstrip("/")
+    return location
 
 
 def check_registrations(spark: SparkSession, schema: str, tables: dict[str, str]) -> None:
@@ -53,8 +67,8 @@ def check_registrations(spark: SparkSession, schema: str, tables: dict[str, str]
     for name, path in tables.items():
         table = f"{schema}.{name}"
         if spark.catalog.tableExists(table):
-            found, wanted = _location(spark, table), qualified(spark, path).rstrip("/")
-            if found != wanted:
+            found, wanted = _location(spark, schema, name), qualified(spark, path).rstrip("/")
+            if _local(found) != _local(wanted):
                 raise ConfigError(
                     f"catalog table {table} is registered at {found}, not at {wanted}; "
                     "drop it or choose another --catalog"
@@ -68,8 +82,7 @@ def register(
     the names newly registered. ``only``: the names to consider (default: all)."""
     from fwpolicy.io.storage import is_delta_table
 
-    check_schema_name(schema)
-    spark.sql("CREATE SCHEMA IF NOT EXISTS IDENTIFIER(:schema)", args={"schema": schema})
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {quoted(schema)}")  # letters, digits and _ only
     added = []
     for name in only if only is not None else tables:
         path = tables[name]

@@ -13,8 +13,12 @@ Input (read recursively under the source path; Spark decompresses ``.gz`` files 
   blobs ``tenantId=<id>/y=YYYY/m=MM/d=DD/h=HH/m=00/PT1H.json``, each JSON lines of records. The
   ``y=``/``m=`` folders look like Hive partitions but are not read as columns.
 - **Event Hubs**: JSON-lines files whose lines are message bodies ``{"records": [record, ...]}``.
-  Event Hubs *Capture* writes Avro (the body in a binary field): that format is not read here;
-  extract the bodies to JSON lines first.
+- **Event Hubs Capture** (``input_format="avro"``): the ``.avro`` files Capture writes
+  (``<namespace>/<hub>/<partition>/YYYY/MM/DD/HH/mm/ss.avro``), read with Spark's Avro source.
+  Each Avro record's ``Body`` (bytes) holds one message body, which is then read exactly as a
+  JSON line is: the same table and the same counts (``lines_read`` counts the bodies). A corrupt
+  ``.avro`` file does not stop the ingest: it is left out whole, named in ``corrupt_files``,
+  and the other files are ingested.
 
 Both shapes may be mixed: each line is classified on its own (a top-level ``records`` array makes
 it a batch; any other JSON object is one record). A record is
@@ -53,6 +57,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from urllib.parse import urlparse
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -114,6 +119,11 @@ PROPERTIES_SCHEMA = T.StructType(
 )
 _JSON_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
 
+INPUT_FORMATS = ("json", "avro")
+# The one field of an Event Hubs Capture record that ingest reads: the message body. Given as
+# the read schema, so listing the files reads none of them.
+CAPTURE_SCHEMA = T.StructType([T.StructField("Body", T.BinaryType())])
+
 OK = "ok"
 EMPTY_BATCH = "empty_batch"  # a {"records": []} line: counted as a line, holds no record
 OTHER_CATEGORY = "other_category"
@@ -134,6 +144,10 @@ class IngestResult:
     seconds: float = 0.0
     first_date: dt.date | None = None  # EventDate range of the accepted records
     last_date: dt.date | None = None
+    corrupt_files: list[str] = field(default_factory=list)  # left out whole (Avro input)
+
+    def _corrupt(self) -> str:
+        return f"{len(self.corrupt_files)} left out ({', '.join(self.corrupt_files)})"
 
     def describe(self) -> str:
         """A short human summary, one figure a line."""
@@ -152,6 +166,7 @@ class IngestResult:
                 f"  other categories:    {counts(self.skipped_by_category)}",
                 f"  rejected:            {counts(self.rejected_by_reason)}",
                 f"  event dates:         {dates}",
+                *([f"  corrupt files:       {self._corrupt()}"] if self.corrupt_files else []),
                 f"  time taken:          {self.seconds:.1f}s",
             ]
         )
@@ -189,6 +204,37 @@ def read_lines(spark: SparkSession, source: str) -> DataFrame:
     """
     text = spark.read.option("recursiveFileLookup", "true").text(source)
     return text.select(F.col("value").alias("line")).where(F.length(F.trim(_without_bom("value"))) > 0)
+
+
+def capture_files(spark: SparkSession, source: str) -> list[str]:
+    """The ``.avro`` files under ``source``, listed without reading any of them."""
+    reader = spark.read.format("avro").schema(CAPTURE_SCHEMA).option("recursiveFileLookup", "true")
+    return sorted(reader.option("pathGlobFilter", "*.avro").load(source).inputFiles())
+
+
+def read_bodies(spark: SparkSession, files: list[str]) -> DataFrame:
+    """The message bodies of Event Hubs Capture files, as the lines ``read_lines`` gives."""
+    if not files:
+        return spark.createDataFrame([], "line string")
+    bodies = spark.read.format("avro").schema(CAPTURE_SCHEMA).load(files)
+    text = F.col("Body").cast("string")
+    return bodies.select(text.alias("line")).where(F.length(F.trim(_without_bom("line"))) > 0)
+
+
+def failed_file(spark: SparkSession, error: Exception, files: list[str]) -> str | None:
+    """The file of ``files`` that failed the read: the one Spark's error names (Spark 4 says
+    ``reading file <path>``), else (Spark 3.5 names none) the first that cannot be read alone.
+    None when every file reads: the error was not a bad file's."""
+    text = str(error)
+    named = [f for f in files if f in text or urlparse(f).path in text]
+    if named:
+        return max(named, key=len)
+    for name in files:  # after a failure only: each file read once, by itself
+        try:
+            read_bodies(spark, [name]).count()
+        except Exception:
+            return name
+    return None
 
 
 def _without_bom(name: str) -> Column:
@@ -322,8 +368,27 @@ def merge_new(spark: SparkSession, path: str, rows: DataFrame, first: dt.date, l
     return int(metrics["num_inserted_rows"]) if metrics is not None else 0
 
 
-def ingest(spark: SparkSession, source: str, output: str) -> IngestResult:
-    """Read the export under ``source`` and merge its new DeviceNetworkEvents into ``output``."""
+def parse_stats(records: DataFrame) -> list:
+    """One small aggregate of the parsed records: a row per status and skipped category."""
+    return (
+        records.groupBy("_status", "_category")
+        .agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.sum("_line_start").alias("lines"),
+            F.min(PARTITION_COLUMN).alias("first"),
+            F.max(PARTITION_COLUMN).alias("last"),
+        )
+        .collect()
+    )
+
+
+def ingest(spark: SparkSession, source: str, output: str, input_format: str = "json") -> IngestResult:
+    """Read the export under ``source`` and merge its new DeviceNetworkEvents into ``output``.
+
+    ``input_format``: ``json`` (JSON lines, the storage account's and Event Hubs' shape) or
+    ``avro`` (Event Hubs Capture)."""
+    if input_format not in INPUT_FORMATS:
+        raise ConfigError(f"input format must be one of {INPUT_FORMATS}, got {input_format!r}")
     began = time.monotonic()
     spark.conf.set("spark.sql.session.timeZone", "UTC")  # zone-less times are UTC
     if not path_exists(spark, source):
@@ -335,19 +400,24 @@ def ingest(spark: SparkSession, source: str, output: str) -> IngestResult:
     exists = check_table(spark, output)
     log.info("ingesting Defender export %s into %s", source, output)
 
-    records = classify_records(read_lines(spark, source)).persist(StorageLevel.MEMORY_AND_DISK)
+    files = capture_files(spark, source) if input_format == "avro" else []
+    corrupt: list[str] = []
+    while True:
+        raw = read_bodies(spark, files) if input_format == "avro" else read_lines(spark, source)
+        records = classify_records(raw).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            stats = parse_stats(records)  # the files are read here, once
+            break
+        except Exception as e:
+            records.unpersist()
+            bad = failed_file(spark, e, files)
+            if bad is None:
+                raise
+            # A corrupt Capture file: left out whole, named, and the others read again.
+            log.warning("corrupt Avro file left out: %s (%s)", bad, str(e).strip().splitlines()[0][:200])
+            corrupt.append(bad)
+            files.remove(bad)
     try:
-        # One small aggregate (a row per status and skipped category) of the persisted parse.
-        stats = (
-            records.groupBy("_status", "_category")
-            .agg(
-                F.count(F.lit(1)).alias("rows"),
-                F.sum("_line_start").alias("lines"),
-                F.min(PARTITION_COLUMN).alias("first"),
-                F.max(PARTITION_COLUMN).alias("last"),
-            )
-            .collect()
-        )
         lines = sum(int(r["lines"] or 0) for r in stats)
         by_status: dict[str, int] = {}
         skipped: dict[str, int] = {}
@@ -384,6 +454,7 @@ def ingest(spark: SparkSession, source: str, output: str) -> IngestResult:
         seconds=time.monotonic() - began,
         first_date=first,
         last_date=last,
+        corrupt_files=corrupt,
     )
     if rejected:
         log.warning("rejected from %s: %s", source, rejected)

@@ -41,7 +41,9 @@ from fwpolicy.config import ConfigError
 from fwpolicy.io.storage import (
     DELTA_LOG,
     delta_identifier,
+    has_files,
     is_delta_table,
+    is_remote,
     list_names,
     path_exists,
     qualified,
@@ -88,6 +90,11 @@ def table_state(spark: SparkSession, path: str) -> str:
 
     An empty directory, or one holding only an empty ``_delta_log``, counts as absent.
     """
+    if is_remote(spark):  # no file system API over Spark Connect: reads answer instead
+        if is_delta_table(spark, path):
+            owner = table_properties(spark, path).get(OWNER_PROPERTY)
+            return "owned" if owner == OWNER else "foreign_delta"
+        return "not_delta" if has_files(spark, path) else "absent"
     names = list_names(spark, path)
     if names is None:
         return "not_delta" if path_exists(spark, path) else "absent"
@@ -155,25 +162,12 @@ def create_owned(
 ) -> None:
     """Create an empty Delta table at ``path`` carrying fwpolicy's mark, in one commit.
 
-    For tables that must exist before their first rows (ingest's bronze table). Two runs
-    creating the same table at once: one commit wins, the other finds the table the winner
-    made (marked) and goes on.
+    For tables that must exist before their first rows (``policy_changes`` of a first window).
+    Two runs creating the same table at once: one commit wins, the other finds the table the
+    winner made (marked) and goes on. A ``CREATE TABLE`` of no rows, so it works over Spark
+    Connect too (the ``DeltaTable`` builder needs a server plugin there).
     """
-    from delta.tables import DeltaTable
-
-    location = qualified(spark, path)
-    builder = DeltaTable.createIfNotExists(spark).location(location).addColumns(_as_nullable(schema))
-    if partition_by:
-        builder = builder.partitionedBy(*partition_by)
-    try:
-        builder.property(OWNER_PROPERTY, OWNER).execute()
-    except Exception as e:
-        # A concurrent run may have created it first (a commit conflict on version 0).
-        if table_state(spark, path) != "owned":
-            raise
-        log.info("%s was created by a concurrent run (%s)", path, type(e).__name__)
-    else:
-        log.info("created %s", path)
+    _create_with(spark.createDataFrame([], _as_nullable(schema)), path, partition_by)
 
 
 def prepare_table(

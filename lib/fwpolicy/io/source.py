@@ -65,6 +65,44 @@ class SourceError(ValueError):
     """The source cannot be read as DeviceNetworkEvents; the message says where and why."""
 
 
+def widens_parquet(spark: SparkSession) -> bool:
+    """Whether this Spark's Parquet reader widens integers (int32 files read as ``bigint``):
+    Spark 4 does, Spark 3.5 refuses the read."""
+    return int(spark.version.split(".")[0]) >= 4
+
+
+# Integer columns the query reads as numbers or identities: read as bigint when they drift.
+WIDENED_COLUMNS = frozenset({*PORT_COLUMNS, "DeviceId"})
+
+
+def widened(schema: T.StructType) -> T.StructType:
+    """``schema`` with the integers of ``WIDENED_COLUMNS`` narrower than ``bigint`` as ``bigint``
+    (other columns keep the type found, which a type error must name)."""
+    narrow = (T.ByteType, T.ShortType, T.IntegerType)
+    return T.StructType(
+        [
+            T.StructField(f.name, T.LongType(), f.nullable)
+            if f.name in WIDENED_COLUMNS and isinstance(f.dataType, narrow)
+            else f
+            for f in schema
+        ]
+    )
+
+
+def open_parquet(spark: SparkSession, path: str) -> DataFrame:
+    """A Parquet dataset, its integer columns read as ``bigint`` where Spark can widen them.
+
+    Lakes written by different tools over months drift: ``RemotePort`` is int32 in one file and
+    int64 in another, and Spark takes the dataset's schema from one of them. Read as ``bigint``,
+    every file fits; ``conform_schema`` then brings ports to ``int`` with its range check. On
+    Spark 3.5, which cannot widen, such a lake is refused in one line (``read_errors``)."""
+    df = spark.read.parquet(path)
+    if not widens_parquet(spark):
+        return df
+    schema = widened(df.schema)
+    return df if schema == df.schema else spark.read.schema(schema).parquet(path)
+
+
 def open_source(spark: SparkSession, path: str, source_format: str) -> DataFrame:
     """Open a Delta table or a Parquet dataset (plain or Hive-partitioned) lazily."""
     if not path_exists(spark, path):
@@ -73,7 +111,7 @@ def open_source(spark: SparkSession, path: str, source_format: str) -> DataFrame
         if source_format == "delta":
             return spark.read.format("delta").load(path)
         if source_format == "parquet":
-            return spark.read.parquet(path)
+            return open_parquet(spark, path)
     except Exception as e:  # Spark's AnalysisException text is long; keep its first line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SourceError(f"cannot read {source_format} source {path}: {first}") from e
@@ -111,7 +149,7 @@ def conform_schema(df: DataFrame, path: str) -> DataFrame:
         ts = F.col("Timestamp")
     elif isinstance(ts_type, (T.TimestampNTZType, T.DateType, T.StringType)):
         # NTZ and zone-less strings are read as UTC wall-clock time (the session is UTC).
-        ts = F.to_timestamp(F.col("Timestamp"))
+        ts = F.try_to_timestamp(F.col("Timestamp"))  # an unparseable text is null, ANSI or not
     else:
         raise _type_error(path, "Timestamp", "timestamp", ts_type)
     cols.append(ts.alias("Timestamp"))
@@ -147,10 +185,17 @@ def conform_schema(df: DataFrame, path: str) -> DataFrame:
     return df.select(*cols, rejected, *rest)
 
 
-# What Spark's Parquet reader says when files disagree on a column's type, or one is corrupt.
-_CONVERSION = re.compile(
-    r"Parquet column cannot be converted in file (\S+?)\.? "
-    r"Column: \[([^\]]*)\], Expected: (\S+?), Found: (\w+)"
+# What Spark's Parquet reader says when files disagree on a column's type (3.5, then 4), or
+# one is corrupt.
+_CONVERSION = (
+    re.compile(
+        r"Parquet column cannot be converted in file (\S+?)\.? "
+        r"Column: \[([^\]]*)\], Expected: (\S+?), Found: (\w+)"
+    ),
+    re.compile(
+        r"while reading file (\S+?)\. Data type mismatches when reading Parquet column "
+        r"\[([^\]]*)\]\. Expected Spark type (\S+?), actual Parquet type (\w+)"
+    ),
 )
 _CORRUPT = (
     "corrupted file",
@@ -187,7 +232,7 @@ def read_errors(spark: SparkSession, path: str, events: DataFrame) -> Iterator[N
         raise
     except Exception as e:
         text = str(e)
-        found = _CONVERSION.search(text)
+        found = next((m for m in (p.search(text) for p in _CONVERSION) if m), None)
         if found:
             file, column, expected, stored = found.groups()
             raise SourceError(

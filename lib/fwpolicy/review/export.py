@@ -57,6 +57,7 @@ from pyspark.sql import functions as F
 
 from fwpolicy.config import ConfigError
 from fwpolicy.io.sink import table_path
+from fwpolicy.io.storage import is_delta_table
 
 log = logging.getLogger(__name__)
 
@@ -733,12 +734,10 @@ def read_snapshot(
 
     Raises ``ConfigError`` naming the path and date when the table or the partition is missing.
     """
-    from delta.tables import DeltaTable
-
     if not isinstance(window_end, dt.date):
         raise TypeError(f"window_end must be a date, got {type(window_end).__name__}")
     path = policy_path(output_root)
-    if not DeltaTable.isDeltaTable(spark, path):
+    if not is_delta_table(spark, path):
         raise ConfigError(f"no {POLICY_TABLE} Delta table at {path} (window_end {window_end})")
     columns = SNAPSHOT_COLUMNS + (REMOTE_COLUMNS if include_remote_addresses else ())
     snapshot = (

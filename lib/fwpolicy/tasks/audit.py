@@ -53,6 +53,7 @@ from pyspark.sql import types as T
 from fwpolicy import __version__
 from fwpolicy.config import RunSpec
 from fwpolicy.io.sink import append, table_path
+from fwpolicy.io.storage import delta_detail, delta_identifier, qualified
 from fwpolicy.query.seed import DEVICE, INBOUND, INBOUND_DETAIL, OUTBOUND, REMOVAL_CLAUSES, SeedQuery
 
 log = logging.getLogger(__name__)
@@ -200,22 +201,20 @@ def source_snapshot(
     The version is the Delta table's latest when the run opened it (read right after; Delta
     pins a read's snapshot when the DataFrame is made); ``None`` for Parquet. The file count is
     that of the whole source, not only the window's: the Delta snapshot's ``numFiles``, or the
-    length of the Parquet read's ``inputFiles()`` (the listing Spark already made; counted in
-    the JVM, so no list of names crosses to Python).
+    length of the Parquet read's ``inputFiles()`` (the listing Spark already made; names only).
     """
     version: int | None = None
     files: int | None = None
     try:
         if source_format == "delta":
-            from delta.tables import DeltaTable
-
-            table = DeltaTable.forPath(spark, path)
-            last = table.history(1).select("version").first()  # one row of commit metadata
+            # SQL rather than the DeltaTable API: it works over Spark Connect too.
+            history = spark.sql(f"DESCRIBE HISTORY {delta_identifier(qualified(spark, path))} LIMIT 1")
+            last = history.select("version").first()  # one row of commit metadata
             version = int(last["version"]) if last else None
-            detail = table.detail().select("numFiles").first()  # one row
+            detail = delta_detail(spark, path)
             files = int(detail["numFiles"]) if detail else None
         else:
-            files = len(events._jdf.inputFiles())
+            files = len(events.inputFiles())
     except Exception as e:  # the audit must never fail the run it describes
         log.warning("could not read the source's version or file count: %s", type(e).__name__)
     return version, files

@@ -60,7 +60,7 @@ from fwpolicy.config import SOURCE_FORMATS, ConfigError, PolicyConfig, RunSpec, 
 from fwpolicy.io.session import get_spark
 from fwpolicy.io.sink import check_outputs, commit_tag, read_table, replace_where, table_path
 from fwpolicy.io.source import SourceError, partition_column, read_errors, read_window
-from fwpolicy.io.storage import is_delta_table
+from fwpolicy.io.storage import delta_detail, is_delta_table
 from fwpolicy.query.seed import (
     DAY_BITS,
     connection_table,
@@ -351,9 +351,7 @@ def check_state_layout(spark: SparkSession, path: str) -> None:
 
     Asked only after a write into it failed: reading the table's detail costs seconds in a new
     process."""
-    from delta.tables import DeltaTable
-
-    detail = DeltaTable.forPath(spark, path).detail().select("partitionColumns").first()  # one row
+    detail = delta_detail(spark, path)  # one row
     found = tuple(detail["partitionColumns"]) if detail else ()
     if found != STATE_PARTITIONS:
         raise ConfigError(
