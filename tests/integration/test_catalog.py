@@ -37,6 +37,7 @@ def registered(lake, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # runs into a catalog: the suite's time budget
 def test_tables_are_registered_at_their_paths_and_a_rerun_is_fine(spark, lake, registered, capsys):
     out = registered
     assert run(lake, out, "fw_catalog_a") == 0
@@ -52,6 +53,7 @@ def test_tables_are_registered_at_their_paths_and_a_rerun_is_fine(spark, lake, r
     assert register(spark, "fw_catalog_a", tables) == []
 
 
+@pytest.mark.slow  # it needs the registered run
 def test_a_name_registered_elsewhere_is_refused_before_any_work(lake, registered, tmp_path, capsys):
     if not (registered / "firewall_policy").exists():
         assert run(lake, registered, "fw_catalog_a") == 0  # run alone: register first

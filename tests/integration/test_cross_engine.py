@@ -9,7 +9,8 @@ Then:
   own ``delta`` extension is downloaded on first use, which an offline machine cannot do), with
   ``window_end`` taken from the Hive-style partition folder;
 
-and both give exactly the rows Spark reads, column for column.
+and both give exactly the rows Spark reads, column for column. Two runs and two other engines:
+in the slow tier (``make slow-test``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from fwpolicy.query.seed import POLICY_COLUMNS
 from fwpolicy.tasks.run import POLICY_TABLE, run
 
 from helpers import DAY, NOON, event, events_df, server
+
+pytestmark = pytest.mark.slow
 
 deltalake = pytest.importorskip("deltalake")
 duckdb = pytest.importorskip("duckdb")

@@ -11,10 +11,11 @@ holds two aligned 8-day blocks, so one test rolls those up.
 The spec, the blocks of days and the plan, which need no Spark job, are in
 ``unit/test_nightly_blocks.py``.
 
-Each night is a few dozen small Spark jobs (about 10 s here), so the two scenarios of three
-nights or runs each, late events and a 20-day window of 8-day blocks, are in the
-``slow`` tier (``make slow-test``); ``make test`` keeps the first and next nights, the
-changed configuration and the refusals.
+Each night is a few dozen small Spark jobs (about 10 s here), so the scenarios of several
+nights or runs each (the next night and a rerun of it, late events, and a 20-day window of
+8-day blocks), and the first night itself against a full run, are in the ``slow`` tier
+(``make slow-test``) for the suite's time budget; ``make test`` keeps the pruned read of the days
+and the refusals, and ``test_summary_columns`` rolls stored days up against the events.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from fwpolicy.tasks.nightly import (
     run_nightly,
 )
 from fwpolicy.tasks.run import EXCLUDED_TABLE, POLICY_TABLE, run
-from plans import scan_nodes
+from plans import partition_count, scan_nodes
 
 D0 = dt.date(2026, 8, 1)
 DEVICES, DAYS, PER_DEVICE_DAY = 12, 6, 10
@@ -204,7 +205,8 @@ def total(rows: list[dict[str, Any]]) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def test_first_night_equals_full_run_next_night_computes_new_and_refresh_days(spark, first_night, tmp_path):
+@pytest.mark.slow  # a night and a full run: the suite's time budget
+def test_first_night_equals_full_run(spark, first_night, tmp_path):
     first, result = first_night
     # First night: nothing stored, every day of the window [D0, D3] is computed.
     assert result.days_computed == days(0, 3)
@@ -224,6 +226,11 @@ def test_first_night_equals_full_run_next_night_computes_new_and_refresh_days(sp
     assert audit["rows_read"] == 4 * PER_DAY
     assert audit["rows_written"] == result.policy_rows_written
 
+
+@pytest.mark.slow  # two more nights and a full run: see the module docstring
+def test_next_night_computes_new_and_refresh_days_and_equals_a_full_run(spark, first_night, tmp_path):
+    first, _ = first_night
+    first_tables = window_tables(spark, first.output, day(4))
     # Next night: the new day D4 and the refresh days D3, D4; D1 and D2 are reused.
     out = copy_output(first, tmp_path)
     second = nightly(first.source, out, day(4))
@@ -363,7 +370,7 @@ def test_read_days_reads_only_the_partitions_of_the_days(spark, lake):
     (scan,) = scan_nodes(df)
     assert "EventDate" in scan.partitionFilters().mkString(", ")
     # D0 and D4 with a day's margin: D0, D1, D3, D4, D5 (D-1 does not exist). D2 is pruned.
-    assert len(scan.selectedPartitions()) == 5
+    assert partition_count(scan) == 5
 
 
 def test_output_inside_source_is_refused(spark, tmp_path):
@@ -375,6 +382,7 @@ def test_output_inside_source_is_refused(spark, tmp_path):
     assert not (source / "out").exists()
 
 
+@pytest.mark.slow  # it needs the first night's state
 def test_state_of_an_older_layout_is_refused_by_name(spark, first_night, tmp_path):
     """A state table partitioned as an older fwpolicy did (no digest in the partition) cannot
     have its blocks replaced: the night fails with an error that says so and what to do, and

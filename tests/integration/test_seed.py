@@ -183,7 +183,7 @@ def test_outbound_anti_join_can_never_match(spark, conns):
     assert legs.agg(F.sum("Connections")).first()[0] == kept.count()
 
 
-@pytest.mark.parametrize("strategy", ["broadcast", "shuffle", "auto"])
+@pytest.mark.parametrize("strategy", ["broadcast", "shuffle", pytest.param("auto", marks=pytest.mark.slow)])
 def test_join_strategies_give_identical_results(spark, spark_conf, strategy):
     # Without AQE, the plan chosen before execution is the one that runs, so it can be inspected.
     spark_conf("spark.sql.adaptive.enabled", "false")
