@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m fwpolicy.io.session
 	touch $(STAMP)
 
-setup: $(STAMP) ## create .venv, install fwpolicy with dev tools, fetch Delta jars
+setup: $(STAMP) ## create .venv, install fwpolicy with dev tools, fetch the Delta and Avro jars
 
 # The embedded JVM's class archive (fwpolicy.io.class_archive): built once per Java and pyspark,
 # for the commands whose start-up a user waits on; `make test` does without it.
