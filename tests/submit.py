@@ -143,6 +143,9 @@ def spark_submit(
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.eventLog.enabled": "true",
         "spark.eventLog.dir": events.as_uri(),
+        # One plain JSON-lines file, as Spark 3.5 writes it (Spark 4 compresses and rolls it).
+        "spark.eventLog.compress": "false",
+        "spark.eventLog.rolling.enabled": "false",
         **(conf or {}),
     }
     cmd = [
