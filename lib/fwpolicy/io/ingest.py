@@ -65,6 +65,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from fwpolicy.config import ConfigError
+from fwpolicy.io.sink import empty_frame
 from fwpolicy.io.source import SourceError
 from fwpolicy.io.storage import list_names, overlaps, path_exists
 
@@ -215,7 +216,7 @@ def capture_files(spark: SparkSession, source: str) -> list[str]:
 def read_bodies(spark: SparkSession, files: list[str]) -> DataFrame:
     """The message bodies of Event Hubs Capture files, as the lines ``read_lines`` gives."""
     if not files:
-        return spark.createDataFrame([], "line string")
+        return empty_frame(spark, T.StructType([T.StructField("line", T.StringType())]))
     bodies = spark.read.format("avro").schema(CAPTURE_SCHEMA).load(files)
     text = F.col("Body").cast("string")
     return bodies.select(text.alias("line")).where(F.length(F.trim(_without_bom("line"))) > 0)
@@ -378,7 +379,7 @@ def parse_stats(records: DataFrame) -> list:
             F.min(PARTITION_COLUMN).alias("first"),
             F.max(PARTITION_COLUMN).alias("last"),
         )
-        .collect()
+        .collect()  # a handful of rows: the statuses and the other categories seen
     )
 
 

@@ -157,6 +157,13 @@ def _as_nullable(t: T.DataType) -> T.DataType:
     return t
 
 
+def empty_frame(spark: SparkSession, schema: T.StructType) -> DataFrame:
+    """No rows, with ``schema`` made nullable as Delta stores a write. Built in the JVM:
+    ``createDataFrame`` would start Python workers for nothing, and this works over Spark
+    Connect too."""
+    return spark.range(0).select(*(F.lit(None).cast(f.dataType).alias(f.name) for f in _as_nullable(schema)))
+
+
 def create_owned(
     spark: SparkSession, path: str, schema: T.StructType, partition_by: Sequence[str] = ()
 ) -> None:
@@ -167,7 +174,7 @@ def create_owned(
     winner made (marked) and goes on. A ``CREATE TABLE`` of no rows, so it works over Spark
     Connect too (the ``DeltaTable`` builder needs a server plugin there).
     """
-    _create_with(spark.createDataFrame([], _as_nullable(schema)), path, partition_by)
+    _create_with(empty_frame(spark, schema), path, partition_by)
 
 
 def prepare_table(

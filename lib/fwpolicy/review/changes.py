@@ -38,7 +38,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from fwpolicy.config import CHANGE_TYPES, ChangeSettings, ConfigError
-from fwpolicy.io.sink import read_table, table_path
+from fwpolicy.io.sink import empty_frame, read_table, table_path
 from fwpolicy.io.storage import is_delta_table
 
 CHANGES_TABLE = "policy_changes"
@@ -119,9 +119,7 @@ def policy_changes(
     s = settings or ChangeSettings()
     spark = after.sparkSession
     if before is None or previous_end is None:
-        # No rows, built in the JVM: createDataFrame would start Python workers for nothing.
-        none = [F.lit(None).cast(f.dataType).alias(f.name) for f in changes_schema().fields]
-        return spark.range(0).select(*none)
+        return empty_frame(spark, changes_schema())
     joined = _side(after, "a").join(_side(before, "b"), on=list(KEYS), how="full_outer")
     a, b = (lambda c: F.col(f"a{c}")), (lambda c: F.col(f"b{c}"))
     both = F.col("a").isNotNull() & F.col("b").isNotNull()

@@ -171,7 +171,7 @@ def write_window_tables(
 
     actions: dict[str, Callable[[], object]] = {name: writer(name, df) for name, df in tables.items()}
     if previous_end is None and CHANGES_TABLE not in existing:
-        # A first window has no changes: the table is created empty (one commit, no write job).
+        # A first window has no changes: the table is created empty (one commit of no rows).
         path = table_path(output, CHANGES_TABLE)
         actions[CHANGES_TABLE] = lambda: create_owned(spark, path, changes_schema(), (PARTITION_COLUMN,))
     if audit is not None:
