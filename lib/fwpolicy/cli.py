@@ -12,7 +12,6 @@ import argparse
 import datetime as dt
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -444,12 +443,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.quiet)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        url = args.remote or os.environ.get("SPARK_REMOTE")
+        from fwpolicy.io.session import remote_url, use_remote
+
+        use_remote(args.remote)  # this call's choice only: None falls back to SPARK_REMOTE
+        url = remote_url()
         if url:
             check_remote(args, url)
-            from fwpolicy.io.session import use_remote
-
-            use_remote(url)
         return handler(args)
     except (SourceError, ConfigError) as e:
         print(f"fwpolicy: error: {e}", file=sys.stderr)
