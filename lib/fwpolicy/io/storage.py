@@ -49,7 +49,7 @@ def has_files(spark: SparkSession, path: str) -> bool | None:
 
 def path_exists(spark: SparkSession, path: str) -> bool:
     if is_remote(spark):
-        return has_files(spark, path) is not None or is_delta_table(spark, path)
+        return has_files(spark, path) is not None  # a Delta table's folder lists too
     fs, hpath = filesystem(spark, path)
     return bool(fs.exists(hpath))
 
