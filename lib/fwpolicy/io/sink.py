@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -162,6 +162,25 @@ def empty_frame(spark: SparkSession, schema: T.StructType) -> DataFrame:
     ``createDataFrame`` would start Python workers for nothing, and this works over Spark
     Connect too."""
     return spark.range(0).select(*(F.lit(None).cast(f.dataType).alias(f.name) for f in _as_nullable(schema)))
+
+
+def _literal(value: object, data_type: T.DataType) -> Column:
+    """``value`` as a literal of ``data_type``; a map from its pairs, in their order."""
+    if value is None:
+        return F.lit(None).cast(data_type)
+    if isinstance(data_type, T.MapType):
+        pairs = [F.lit(part) for item in value.items() for part in item]  # type: ignore[attr-defined]
+        return F.create_map(*pairs).cast(data_type)
+    return F.lit(value).cast(data_type)
+
+
+def row_frame(spark: SparkSession, schema: T.StructType, values: Sequence[object]) -> DataFrame:
+    """One row of ``values`` with ``schema``'s types, built in the JVM from literals like
+    ``empty_frame``. ``createDataFrame`` of a Python row would fork the driver's JVM to start
+    Python workers, to deserialise one row: a second or more of a run, and for a moment the
+    JVM's memory twice over in the process tree."""
+    literals = (_literal(v, f.dataType).alias(f.name) for v, f in zip(values, schema.fields, strict=True))
+    return spark.range(1).select(*literals)  # Delta stores every column nullable all the same
 
 
 def create_owned(

@@ -52,7 +52,7 @@ from pyspark.sql import types as T
 
 from fwpolicy import __version__
 from fwpolicy.config import RunSpec
-from fwpolicy.io.sink import append, table_path
+from fwpolicy.io.sink import append, row_frame, table_path
 from fwpolicy.io.storage import delta_detail, delta_identifier, qualified
 from fwpolicy.query.seed import DEVICE, INBOUND, INBOUND_DETAIL, OUTBOUND, REMOVAL_CLAUSES, SeedQuery
 
@@ -274,7 +274,7 @@ def append_audit(
     """Append ``record`` to ``<output_root>/run_audit`` (one Delta commit; table made if absent).
 
     ``exists``: whether the run's check found the table (``None``: check now)."""
-    df = spark.createDataFrame([record.as_tuple()], AUDIT_SCHEMA)  # one row
+    df = row_frame(spark, AUDIT_SCHEMA, record.as_tuple())
     append(df, table_path(output_root, AUDIT_TABLE), exists=exists)
 
 
