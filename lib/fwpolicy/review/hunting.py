@@ -301,10 +301,15 @@ def unusual_programs(query: SeedQuery, settings: HuntingSettings | None = None) 
         .withColumn("_first_day", F.to_date("FirstSeen"))
     )
 
-    # Path rules once per distinct raw path, then any path of the program.
+    # Path rules per raw path, then any path of the program. Read from the device facet, which
+    # holds every raw path of the matched rows in a row per program and device: the optimizer
+    # folds a distinct under min and max (both ignore duplicates) into one sort-based
+    # aggregation over its input (a min of text is not a hash aggregation), and the address
+    # facet has a row per program and peer.
     rules = path_matches(F.col("_clean"))
     paths = (
-        query.rows.select(*group, PATH)
+        facet(query.rows, DEVICE)
+        .select(*group, PATH)
         .distinct()
         .withColumn("_clean", clean_path(F.col(PATH)))
         .groupBy(*group)
