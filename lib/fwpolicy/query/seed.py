@@ -240,14 +240,16 @@ def day_bit_columns(df: DataFrame) -> list[str]:
     return sorted((c for c in df.columns if c.startswith(DAY_BITS)), key=lambda c: int(c[len(DAY_BITS) :]))
 
 
-def _facet(facet: int, daily: bool, types: dict[str, str]) -> Column:
-    """One facet of an event as a struct of every key column (null where not in the facet)."""
-    keep = set(FACETS[facet]) | {"Removed"} | ({"EventDate"} if daily else set())
-    fields = [F.lit(facet).cast("tinyint").alias("Facet")]
-    for name in KEY_COLUMNS:
-        value = F.col(name) if name in keep else F.lit(None).cast(types[name])
-        fields.append(value.alias(name))
-    return F.struct(*fields)
+def _facet_key(name: str, daily: bool, types: dict[str, str]) -> Column:
+    """Key column ``name`` of a facet row: its value where the row's ``Facet`` keeps it
+    (``FACETS``), null elsewhere. ``Removed`` is kept by every facet, ``EventDate`` by every
+    facet of a daily table and by none otherwise (the day words stand for it)."""
+    if name == "Removed" or (name == "EventDate" and daily):
+        return F.col(name)
+    keeping = [facet for facet, columns in FACETS.items() if name in columns]
+    if not keeping:
+        return F.lit(None).cast(types[name])
+    return F.when(F.col("Facet").isin(*keeping), F.col(name))
 
 
 def connection_table(tagged: DataFrame, window: tuple[dt.date, dt.date] | None = None) -> DataFrame:
@@ -266,6 +268,9 @@ def connection_table(tagged: DataFrame, window: tuple[dt.date, dt.date] | None =
     day), so every event read is counted exactly once in ``DEVICE`` or ``INBOUND_DETAIL``
     (what the run audit sums).
 
+    Each event is exploded into its facet numbers only (a one- or two-element array); the key
+    columns are then projected from the event itself, null where the facet does not keep them,
+    straight into the aggregation's key: no row of all the keys is built and copied per facet.
     Only count, min, max and bit-or are computed, on keys only, so this stays a hash
     aggregation that spills rather than sorts. ``window=None`` keeps ``EventDate`` in every
     facet instead of day words: the nightly partials, whose every aggregate merges again
@@ -273,18 +278,17 @@ def connection_table(tagged: DataFrame, window: tuple[dt.date, dt.date] | None =
     """
     daily = window is None
     types = dict(tagged.dtypes)
-    device = _facet(DEVICE, daily, types)
-    facets = (
-        F.when(F.col("Removed").isNotNull(), F.array(device))
-        .when(F.col("Directionality") == F.lit(INBOUND), F.array(_facet(INBOUND_DETAIL, daily, types)))
-        .otherwise(F.array(device, _facet(ADDRESS, daily, types)))
+    numbers = (
+        F.when(F.col("Removed").isNotNull(), F.array(F.lit(DEVICE)))
+        .when(F.col("Directionality") == F.lit(INBOUND), F.array(F.lit(INBOUND_DETAIL)))
+        .otherwise(F.array(F.lit(DEVICE), F.lit(ADDRESS)))
     )
     bits = {} if daily else day_bits(F.col("EventDate"), *window)
     exploded = tagged.select(
-        F.explode(facets).alias("_f"), "ServerAction", "Timestamp", *(c.alias(n) for n, c in bits.items())
+        "*", F.explode(numbers.cast("array<tinyint>")).alias("Facet"), *(c.alias(n) for n, c in bits.items())
     )
-    rows = exploded.select("_f.*", "ServerAction", "Timestamp", *bits)
-    return rows.groupBy("Facet", *KEY_COLUMNS).agg(
+    keys = [_facet_key(name, daily, types).alias(name) for name in KEY_COLUMNS]
+    return exploded.groupBy("Facet", *keys).agg(
         F.count(F.lit(1)).alias("Connections"),
         F.max("ServerAction").alias("IsServer"),
         F.min("Timestamp").alias("FirstSeen"),
@@ -587,14 +591,49 @@ def materialized(df: DataFrame) -> DataFrame:
     return df.localCheckpoint(eager=True)
 
 
+# A kept reduced table of at most this many rows is worked on as one partition (``kept_locally``).
+ONE_PARTITION_ROWS = 1_000_000
+ADAPTIVE = "spark.sql.adaptive.enabled"
+
+
+def kept_locally(df: DataFrame) -> DataFrame:
+    """``df`` computed on one partition and kept, known to Spark as one partition.
+
+    After the reduction a small fleet's tables are small (a 2M-event window reduces to about
+    a hundred thousand rows), and every step after it costs more in Spark's per-stage work than
+    in rows: each exchange is a stage, each stage a job under adaptive execution. Rows kept on
+    one partition that Spark knows as such (``SinglePartition``) are already clustered for
+    every grouping and window over them, which then need no exchange. (A join of two such
+    tables may still exchange them: Spark weighs that by size estimates, and a checkpoint
+    inherits its plan's, far above the rows kept.) The checkpoint is planned without adaptive
+    execution, whose plan does not carry its partitioning into the kept rows; with a single
+    partition there is nothing for it to adapt.
+    """
+    spark = df.sparkSession
+    before = spark.conf.get(ADAPTIVE, None)
+    spark.conf.set(ADAPTIVE, "false")
+    try:
+        return df.coalesce(1).localCheckpoint(eager=True)
+    finally:
+        if before is None:
+            spark.conf.unset(ADAPTIVE)
+        else:
+            spark.conf.set(ADAPTIVE, before)
+
+
 def from_connections(
     conns: DataFrame, cfg: PolicyConfig, window: tuple[dt.date, dt.date], keep: Keep = lazily
 ) -> SeedQuery:
     """Steps 2 to 6 over a reduced table (a run's, or the nightly's rolled-up blocks).
 
     ``keep`` is applied to the reduced table, the legs, the per-device rows and the summary,
-    each of which several outputs read (``materialized`` in a run)."""
+    each of which several outputs read (``materialized`` in a run). A materialized reduced
+    table of at most ``ONE_PARTITION_ROWS`` rows is then worked on as one partition
+    (``kept_locally``); a larger one keeps Spark's partitioning, and its joins broadcast."""
     conns = keep(conns)
+    local = keep is materialized and conns.count() <= ONE_PARTITION_ROWS  # a count of kept rows
+    if local:
+        keep, conns = kept_locally, kept_locally(conns)
     rows = keep(with_alias(matched_rows(conns, cfg), cfg))
     devices = keep(by_device(rows))
     return SeedQuery(cfg, window, conns, rows, devices, keep(summarize(rows, devices, cfg, window)))
