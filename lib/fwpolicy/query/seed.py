@@ -398,11 +398,16 @@ def alias_table(rows: DataFrame, cfg: PolicyConfig) -> DataFrame:
     return rows.select(PATH).distinct().withColumn("AliasPath", alias_expr(PATH, cfg.profile, cfg))
 
 
-def with_alias(rows: DataFrame, cfg: PolicyConfig) -> DataFrame:
-    """``rows`` with the ``AliasPath`` of each folder path (the alias table is broadcast)."""
+def with_alias(rows: DataFrame, cfg: PolicyConfig, paths: DataFrame | None = None) -> DataFrame:
+    """``rows`` with the ``AliasPath`` of each folder path (the alias table is broadcast).
+
+    ``paths``: rows holding at least every folder path of ``rows`` to take the table from
+    (default ``rows``). ``from_connections`` passes the reduced table's device facet, so the
+    table does not compute the legs a second time; an alias is a function of the path alone,
+    and the inner join keeps only the paths ``rows`` holds."""
     if "AliasPath" in rows.columns:
         return rows
-    return rows.join(F.broadcast(alias_table(rows, cfg)), on=PATH, how="inner")
+    return rows.join(F.broadcast(alias_table(rows if paths is None else paths, cfg)), on=PATH, how="inner")
 
 
 # ========================================================================== 6. summarize
@@ -634,7 +639,8 @@ def from_connections(
     local = keep is materialized and conns.count() <= ONE_PARTITION_ROWS  # a count of kept rows
     if local:
         keep, conns = kept_locally, kept_locally(conns)
-    rows = keep(with_alias(matched_rows(conns, cfg), cfg))
+    # Every folder path of the legs is in the device facet: a row per program and device.
+    rows = keep(with_alias(matched_rows(conns, cfg), cfg, paths=facet(conns, DEVICE)))
     devices = keep(by_device(rows))
     return SeedQuery(cfg, window, conns, rows, devices, keep(summarize(rows, devices, cfg, window)))
 
