@@ -111,6 +111,36 @@ def test_string_helpers(spark):
     ]
 
 
+# Texts whose lower-casing changes length or turns letters into other letters, beside the
+# digits and dots of a caseless needle: the needle matches exactly where it matches the
+# lower-cased text.
+CASELESS_TEXTS = [
+    "169.254.1.1",
+    "\u0130169.254",
+    "169.254\u0130",
+    "\u212a169.254",
+    "１６９.254",
+    "169.25",
+    "",
+]
+
+
+def test_caseless_needles_match_as_on_the_lowercased_text(spark):
+    df = spark.createDataFrame([(t,) for t in CASELESS_TEXTS], "s string")
+    rows = df.select(
+        "s",
+        kql_startswith("s", "169.254").alias("sw"),
+        F.lower("s").startswith("169.254").alias("lower_sw"),
+        kql_contains("s", "9.25").alias("ct"),
+        F.lower("s").contains("9.25").alias("lower_ct"),
+    ).collect()
+    assert [(r["sw"], r["ct"]) for r in rows] == [(r["lower_sw"], r["lower_ct"]) for r in rows]
+    assert [r["s"] for r in rows if r["sw"]] == ["169.254.1.1", "169.254\u0130"]
+    # ... so such a needle spares the scan a case mapping per row; a needle with letters does not.
+    assert "lower" not in str(kql_startswith("s", "169.254"))
+    assert "lower" in str(kql_startswith("s", "c:\\users"))
+
+
 def _app(trap: str) -> str:
     return rf"C:\Program Files\{trap}\app.exe"
 

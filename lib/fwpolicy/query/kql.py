@@ -32,14 +32,27 @@ def kql_string(c: ColumnOrName) -> Column:
     return F.coalesce(_col(c).cast("string"), F.lit(""))
 
 
+def _caseless(text: str) -> bool:
+    """Whether ``text`` is ASCII with no letter (``'169.254'``): no character's case mapping
+    yields such a character but the character itself (mappings give letters and combining
+    marks), so a text holds it exactly when the lower-cased text does."""
+    return text.isascii() and not any(ch.isalpha() for ch in text)
+
+
+def _folded(c: ColumnOrName, needle: str) -> Column:
+    """The searched text as case-insensitive matching of ``needle`` needs it: lower-cased (a
+    Unicode case mapping per row, in the scan of every event), unless ``needle`` has no case."""
+    return _col(c) if _caseless(needle) else F.lower(_col(c))
+
+
 def kql_startswith(c: ColumnOrName, prefix: str) -> Column:
     """Case-insensitive ``startswith``, as KQL's operator is."""
-    return F.lower(_col(c)).startswith(prefix.lower())
+    return _folded(c, prefix).startswith(prefix.lower())
 
 
 def kql_contains(c: ColumnOrName, needle: str) -> Column:
     """Case-insensitive ``contains``, as KQL's operator is."""
-    return F.lower(_col(c)).contains(needle.lower())
+    return _folded(c, needle).contains(needle.lower())
 
 
 def kql_indexof(c: ColumnOrName, lookup: str, start: Column | int = 0) -> Column:

@@ -328,26 +328,35 @@ def server_keys(conns: DataFrame) -> DataFrame:
 # ================================================================= 3. inbound semi join
 
 
-def _join_hint(keys: DataFrame, cfg: PolicyConfig) -> DataFrame:
+# Under ``server_keys_join: auto``, a counted key set of at most this many keys is broadcast.
+BROADCAST_KEYS = 1_000_000
+
+
+def _join_hint(keys: DataFrame, cfg: PolicyConfig, counted: int | None = None) -> DataFrame:
     """``server_keys_join``: ``broadcast`` ships the keys to every task; ``shuffle`` forces a
     sort-merge join for key sets too large to broadcast (100k devices x tens of listeners);
-    ``auto`` lets adaptive execution broadcast them when their measured size is small."""
+    ``auto`` broadcasts ``counted`` keys (``from_connections`` counts them over a kept table)
+    up to ``BROADCAST_KEYS`` and shuffles more. Uncounted, it leaves the choice to adaptive
+    execution, which broadcasts keys measured small, but only once the reduced rows have
+    already been shuffled for the other plan."""
     if cfg.server_keys_join == "broadcast":
         return F.broadcast(keys)
     if cfg.server_keys_join == "shuffle":
         return keys.hint("merge")
+    if counted is not None:
+        return F.broadcast(keys) if counted <= BROADCAST_KEYS else keys.hint("merge")
     return keys
 
 
-def inbound_leg(conns: DataFrame, cfg: PolicyConfig) -> DataFrame:
+def inbound_leg(conns: DataFrame, cfg: PolicyConfig, counted: int | None = None) -> DataFrame:
     """``join kind=leftsemi ServerConnections on DeviceId, InitiatingProcessFolderPath, LocalPort``
     over the inbound rows, and the outbound rows passed through untouched.
 
     Written as one left join on ``SERVER_KEY`` and a filter, so one pass over the reduced table
     serves both legs: outbound rows never match (their ``Directionality`` differs) and are kept
-    by ``outbound_leg``'s condition."""
+    by ``outbound_leg``'s condition. ``counted``: the number of server keys, if known."""
     kept = conns.where(F.col("Removed").isNull())
-    keys = _join_hint(server_keys(kept), cfg)
+    keys = _join_hint(server_keys(kept), cfg, counted)
     return kept.join(keys, on=list(SERVER_KEY), how="left")
 
 
@@ -382,9 +391,9 @@ def outbound_leg(joined: DataFrame) -> DataFrame:
     return joined.where(keep).drop("_server_key", "IsServer", "Removed")
 
 
-def matched_rows(conns: DataFrame, cfg: PolicyConfig) -> DataFrame:
+def matched_rows(conns: DataFrame, cfg: PolicyConfig, counted: int | None = None) -> DataFrame:
     """The reduced rows of both legs, as the query's ``union`` holds them (before the alias)."""
-    return outbound_leg(inbound_leg(conns, cfg))
+    return outbound_leg(inbound_leg(conns, cfg, counted))
 
 
 # ============================================================================== 5. alias
@@ -634,13 +643,16 @@ def from_connections(
     ``keep`` is applied to the reduced table, the legs, the per-device rows and the summary,
     each of which several outputs read (``materialized`` in a run). A materialized reduced
     table of at most ``ONE_PARTITION_ROWS`` rows is then worked on as one partition
-    (``kept_locally``); a larger one keeps Spark's partitioning, and its joins broadcast."""
+    (``kept_locally``); a larger one keeps Spark's partitioning. Its server keys are counted,
+    so ``auto`` chooses their join before any rows move (``_join_hint``)."""
     conns = keep(conns)
-    local = keep is materialized and conns.count() <= ONE_PARTITION_ROWS  # a count of kept rows
-    if local:
-        keep, conns = kept_locally, kept_locally(conns)
+    counted = None
+    if keep is materialized:
+        if conns.count() <= ONE_PARTITION_ROWS:  # a count of kept rows
+            keep, conns = kept_locally, kept_locally(conns)
+        counted = server_keys(conns.where(F.col("Removed").isNull())).count()  # for auto's join
     # Every folder path of the legs is in the device facet: a row per program and device.
-    rows = keep(with_alias(matched_rows(conns, cfg), cfg, paths=facet(conns, DEVICE)))
+    rows = keep(with_alias(matched_rows(conns, cfg, counted), cfg, paths=facet(conns, DEVICE)))
     devices = keep(by_device(rows))
     return SeedQuery(cfg, window, conns, rows, devices, keep(summarize(rows, devices, cfg, window)))
 
