@@ -434,13 +434,14 @@ def capped_distinct(df: DataFrame, keys: tuple[str, ...], value: str, cap: int) 
     Columns: ``keys``, ``<value>s`` (sorted array), ``<value>Count`` (long). A group with only
     null values has no row. Remote IPs are not bounded (a browser across 100k devices meets
     millions), so values are ranked with a window rather than gathered in one array per group.
+    The distinct values are found first, by a hash aggregation: the rows (one per program and
+    peer) hold each address many times over, and the window sorts only what is left.
     """
-    # dense_rank numbers the distinct values without a separate distinct step; the grouping
-    # below reuses the window's partitioning, so the whole is one shuffle.
-    rank = F.dense_rank().over(Window.partitionBy(*keys).orderBy(value))
-    ranked = df.select(*keys, value).where(F.col(value).isNotNull()).withColumn("_rank", rank)
+    pairs = df.select(*keys, value).where(F.col(value).isNotNull()).distinct()
+    rank = F.row_number().over(Window.partitionBy(*keys).orderBy(value))  # values are distinct
+    ranked = pairs.withColumn("_rank", rank)
     return ranked.groupBy(*keys).agg(
-        F.sort_array(F.collect_set(F.when(F.col("_rank") <= cap, F.col(value)))).alias(f"{value}s"),
+        F.sort_array(F.collect_list(F.when(F.col("_rank") <= cap, F.col(value)))).alias(f"{value}s"),
         F.max("_rank").cast("long").alias(f"{value}Count"),
     )
 

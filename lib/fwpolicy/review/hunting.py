@@ -323,8 +323,10 @@ def unusual_programs(query: SeedQuery, settings: HuntingSettings | None = None) 
     nonstandard = (F.col("Directionality") == F.lit(OUTBOUND)) & ~F.col("Port").isin(*s.standard_ports)
     candidates = facet(query.rows, ADDRESS).where(nonstandard).select(*group, "Port", "RemoteIP").distinct()
     # The address expression is large and partly interpreted (higher-order functions): run it
-    # once per distinct address, not once per program and port.
-    addresses = candidates.select("RemoteIP").distinct().where(is_public_ip(F.col("RemoteIP")))
+    # once per distinct address, not once per program and port. A filter on the grouping key
+    # alone would be pushed below the grouping, to every row; this one reads the count too.
+    per_address = candidates.groupBy("RemoteIP").agg(F.count(F.lit(1)).alias("_programs"))
+    addresses = per_address.where(F.when(F.col("_programs") > 0, is_public_ip(F.col("RemoteIP"))))
     public = candidates.join(addresses, on="RemoteIP", how="left_semi")
     traffic = public.groupBy(*group).agg(
         capped_sorted(F.collect_set("Port"), s.max_ports).alias("PublicNonStandardPorts"),
