@@ -217,7 +217,7 @@ class PolicyConfig:
     include_inbound_remote_ips: bool = False
     set_cap: int = 128  # KQL makeset() keeps at most 128 values
     distinct_machines: str = "exact"  # KQL dcount() is an estimate; exact is the default here
-    server_keys_join: str = "auto"  # auto: broadcast when small (AQE), else a shuffle join
+    server_keys_join: str = "auto"  # auto: broadcast up to 1M keys (counted), else a shuffle join
     partition_columns: tuple[str, ...] = ("EventDate",)  # date partitions to prune, if present
     exclusions: str | None = None  # benign-traffic rules file (conf/exclusions.yaml); none by default
     aliases: str | None = None  # alias rules of profile normalized; None: conf/aliases.yaml

@@ -9,6 +9,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from fwpolicy.config import PolicyConfig
+from fwpolicy.query import seed
 from fwpolicy.query.seed import (
     DEVICE,
     INBOUND_DETAIL,
@@ -202,3 +203,21 @@ def test_join_strategies_give_identical_results(spark, spark_conf, strategy):
         # auto with broadcasting disabled stands for keys too large to broadcast.
         assert merge.search(plan) and not broadcast.search(plan)
     assert policy_dict(df) == reference_policy(ROWS)
+
+
+@pytest.mark.parametrize(("counted", "plan_of"), [(3, "BroadcastHashJoin"), (None, "SortMergeJoin")])
+def test_auto_joins_counted_keys_by_broadcast(spark, spark_conf, monkeypatch, counted, plan_of):
+    # A kept run counts its server keys, and auto then broadcasts them up to BROADCAST_KEYS
+    # even where the planner would not (broadcasting disabled here); uncounted, it plans as
+    # Spark chooses. Past the limit the same count asks for a sort-merge join.
+    spark_conf("spark.sql.adaptive.enabled", "false")
+    spark_conf("spark.sql.autoBroadcastJoinThreshold", "-1")
+    cfg = PolicyConfig(server_keys_join="auto")
+    conns = connection_table(where_clauses(events_df(spark, ROWS), cfg))
+    key = r"\[Directionality#\d+, DeviceId#\d+, InitiatingProcessFolderPath#\d+, Port#\d+\]"
+    chosen = re.compile(rf"{plan_of} {key}, {key}, LeftOuter")
+    assert chosen.search(matched_rows(conns, cfg, counted)._jdf.queryExecution().executedPlan().toString())
+    if counted is not None:
+        monkeypatch.setattr(seed, "BROADCAST_KEYS", counted - 1)
+        plan = matched_rows(conns, cfg, counted)._jdf.queryExecution().executedPlan().toString()
+        assert re.search(rf"SortMergeJoin {key}, {key}, LeftOuter", plan)

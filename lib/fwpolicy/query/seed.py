@@ -651,7 +651,8 @@ def from_connections(
     if keep is materialized:
         if conns.count() <= ONE_PARTITION_ROWS:  # a count of kept rows
             keep, conns = kept_locally, kept_locally(conns)
-        counted = server_keys(conns.where(F.col("Removed").isNull())).count()  # for auto's join
+        if cfg.server_keys_join == "auto":  # a few keys: the join is chosen before rows move
+            counted = server_keys(conns.where(F.col("Removed").isNull())).count()
     # Every folder path of the legs is in the device facet: a row per program and device.
     rows = keep(with_alias(matched_rows(conns, cfg, counted), cfg, paths=facet(conns, DEVICE)))
     devices = keep(by_device(rows))
