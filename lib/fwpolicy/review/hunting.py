@@ -43,8 +43,8 @@ Rule details:
   lower-cased, after removing a ``\\\\?\\`` or ``\\\\.\\`` prefix and turning
   ``\\Device\\HarddiskVolumeN\\`` into a drive; any drive letter counts. A program meets a path
   rule when any of its raw paths does (an alias can fold paths of several users). Path rules
-  are evaluated once per distinct path, not once per connection. They stack on purpose: a file
-  in ``C:\\Users\\bob\\Downloads\\`` is in a profile (1) and in Downloads (3).
+  are evaluated once per program and device, not once per connection. They stack on purpose:
+  a file in ``C:\\Users\\bob\\Downloads\\`` is in a profile (1) and in Downloads (3).
 * **Prevalence is relative**, so a lab, a branch office or a pilot group has rare programs too.
   A program's OS family is that of its smallest raw path (``os_family_expr``: a path starting
   with ``/`` is Linux or macOS, any other Windows); the family's machines are the distinct
