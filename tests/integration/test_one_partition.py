@@ -1,7 +1,7 @@
 """A run's small reduced table is worked on as one partition: no exchange, same tables.
 
 ``seed.from_connections`` keeps a reduced table of at most ``ONE_PARTITION_ROWS`` rows on one
-partition (``seed.kept_locally``), where every grouping, window and join is already clustered.
+partition (``seed.kept_locally``), where every grouping and window is already clustered.
 These tests check that the groupings after it then plan no exchange, and that the tables are
 the same either way and equal the pure-Python reference of the seed query.
 """
