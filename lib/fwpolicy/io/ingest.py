@@ -204,7 +204,7 @@ def read_lines(spark: SparkSession, source: str) -> DataFrame:
     become columns. Spark skips files and folders whose names start with ``_`` or ``.``.
     """
     text = spark.read.option("recursiveFileLookup", "true").text(source)
-    return text.select(F.col("value").alias("line")).where(F.length(F.trim(_without_bom("value"))) > 0)
+    return _non_blank(text.select(F.col("value").alias("line")))
 
 
 def capture_files(spark: SparkSession, source: str) -> list[str]:
@@ -218,8 +218,7 @@ def read_bodies(spark: SparkSession, files: list[str]) -> DataFrame:
     if not files:
         return empty_frame(spark, T.StructType([T.StructField("line", T.StringType())]))
     bodies = spark.read.format("avro").schema(CAPTURE_SCHEMA).load(files)
-    text = F.col("Body").cast("string")
-    return bodies.select(text.alias("line")).where(F.length(F.trim(_without_bom("line"))) > 0)
+    return _non_blank(bodies.select(F.col("Body").cast("string").alias("line")))
 
 
 def failed_file(spark: SparkSession, error: Exception, files: list[str]) -> str | None:
@@ -236,6 +235,11 @@ def failed_file(spark: SparkSession, error: Exception, files: list[str]) -> str 
         except Exception:
             return name
     return None
+
+
+def _non_blank(lines: DataFrame) -> DataFrame:
+    """The rows of ``lines`` whose ``line`` holds more than blanks and a byte-order mark."""
+    return lines.where(F.length(F.trim(_without_bom("line"))) > 0)
 
 
 def _without_bom(name: str) -> Column:

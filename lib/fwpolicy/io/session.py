@@ -25,6 +25,8 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 
@@ -195,6 +197,20 @@ def local_builder(
     for key, value in embedded_conf().items():
         builder = builder.config(key, value)
     return with_hive(builder, driver_java_options()) if hive else builder
+
+
+@contextmanager
+def session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+    """``key`` set to ``value`` in the session inside, and as it was (or unset) after."""
+    previous = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, previous)
 
 
 # The Spark Connect server every get_spark() of this process uses (``--remote``), if any.

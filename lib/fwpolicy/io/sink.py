@@ -38,6 +38,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from fwpolicy.config import ConfigError
+from fwpolicy.io.session import session_conf
 from fwpolicy.io.storage import (
     DELTA_LOG,
     delta_identifier,
@@ -211,15 +212,8 @@ def commit_tag(spark: SparkSession, tag: str | None) -> Iterator[None]:
     if tag is None:
         yield
         return
-    previous = spark.conf.get(USER_METADATA_CONF, None)
-    spark.conf.set(USER_METADATA_CONF, tag)
-    try:
+    with session_conf(spark, USER_METADATA_CONF, tag):
         yield
-    finally:
-        if previous is None:
-            spark.conf.unset(USER_METADATA_CONF)
-        else:
-            spark.conf.set(USER_METADATA_CONF, previous)
 
 
 # ------------------------------------------------------------------------------------ writing

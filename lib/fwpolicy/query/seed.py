@@ -38,6 +38,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from fwpolicy.config import PolicyConfig
+from fwpolicy.io.session import session_conf
 from fwpolicy.io.source import OPTIONAL_STRING_COLUMNS, STRING_COLUMNS
 from fwpolicy.query.aliasing import alias_expr
 from fwpolicy.query.kql import kql_startswith, kql_string
@@ -316,13 +317,10 @@ def server_keys(conns: DataFrame) -> DataFrame:
     """``ServerConnections``: distinct ``(DeviceId, path, LocalPort)`` that listened or accepted.
 
     ``Directionality`` is part of the key so that the join below can never match an outbound
-    row; ``LocalPort`` is the inbound rows' ``Port``."""
-    return (
-        conns.where((F.col("Facet") == F.lit(INBOUND_DETAIL)) & F.col("IsServer"))
-        .select(*SERVER_KEY)
-        .distinct()
-        .withColumn("_server_key", F.lit(True))
-    )
+    row; ``LocalPort`` is the inbound rows' ``Port``. Rows a ``where`` clause removed are not
+    servers, whatever their actions."""
+    kept_server = F.col("Removed").isNull() & (F.col("Facet") == F.lit(INBOUND_DETAIL)) & F.col("IsServer")
+    return conns.where(kept_server).select(*SERVER_KEY).distinct().withColumn("_server_key", F.lit(True))
 
 
 # ================================================================= 3. inbound semi join
@@ -356,7 +354,7 @@ def inbound_leg(conns: DataFrame, cfg: PolicyConfig, counted: int | None = None)
     serves both legs: outbound rows never match (their ``Directionality`` differs) and are kept
     by ``outbound_leg``'s condition. ``counted``: the number of server keys, if known."""
     kept = conns.where(F.col("Removed").isNull())
-    keys = _join_hint(server_keys(kept), cfg, counted)
+    keys = _join_hint(server_keys(conns), cfg, counted)
     return kept.join(keys, on=list(SERVER_KEY), how="left")
 
 
@@ -370,7 +368,7 @@ def served_only(conns: DataFrame, cfg: PolicyConfig) -> DataFrame:
     the ephemeral start (Linux's 32768-49151 under profile ``kql``) is an inbound candidate with
     its own key per port, which no day repeats; the blocks carry them until the join drops them.
     """
-    keys = _join_hint(server_keys(conns.where(F.col("Removed").isNull())), cfg)
+    keys = _join_hint(server_keys(conns), cfg)
     unserved = (F.col("Facet") == F.lit(INBOUND_DETAIL)) & F.col("_server_key").isNull()
     return conns.join(keys, on=list(SERVER_KEY), how="left").where(~unserved).drop("_server_key")
 
@@ -624,16 +622,8 @@ def kept_locally(df: DataFrame) -> DataFrame:
     execution, whose plan does not carry its partitioning into the kept rows; with a single
     partition there is nothing for it to adapt.
     """
-    spark = df.sparkSession
-    before = spark.conf.get(ADAPTIVE, None)
-    spark.conf.set(ADAPTIVE, "false")
-    try:
+    with session_conf(df.sparkSession, ADAPTIVE, "false"):
         return df.coalesce(1).localCheckpoint(eager=True)
-    finally:
-        if before is None:
-            spark.conf.unset(ADAPTIVE)
-        else:
-            spark.conf.set(ADAPTIVE, before)
 
 
 def from_connections(
@@ -652,7 +642,7 @@ def from_connections(
         if conns.count() <= ONE_PARTITION_ROWS:  # a count of kept rows
             keep, conns = kept_locally, kept_locally(conns)
         if cfg.server_keys_join == "auto":  # a few keys: the join is chosen before rows move
-            counted = server_keys(conns.where(F.col("Removed").isNull())).count()
+            counted = server_keys(conns).count()
     # Every folder path of the legs is in the device facet: a row per program and device.
     rows = keep(with_alias(matched_rows(conns, cfg, counted), cfg, paths=facet(conns, DEVICE)))
     devices = keep(by_device(rows))
