@@ -152,6 +152,23 @@ def test_early_semi_join_keeps_what_the_join_after_merging_keeps(spark):
     assert early.exceptAll(late).count() == 0 and late.exceptAll(early).count() == 0
 
 
+@pytest.mark.parametrize("window", [None, (DAY, NEXT_DAY)], ids=["daily", "window"])
+def test_a_run_without_rules_reduces_as_rules_that_match_nothing(spark, window):
+    # Without rules, Excluded and Tags stay out of the grouping and are added after it; rules
+    # that match no event group by them. Both tables must hold the same rows, facet by facet.
+    loopback = event(DeviceId="d1", ActionType="ConnectionSuccess", RemoteIPType="Loopback", LocalPort=50001)
+    events = events_df(spark, [*ROWS, loopback])
+    cfg = PolicyConfig()
+    plain = connection_table(where_clauses(events, cfg), window)
+    assert plain.where(F.col("Removed") == "loopback").count() == 1
+    ruled = connection_table(
+        where_clauses(events, cfg, F.lit(None).cast("string"), F.array().cast("array<string>")), window
+    )
+    assert plain.columns == ruled.columns
+    assert plain.exceptAll(ruled).count() == 0 and ruled.exceptAll(plain).count() == 0
+    assert {r["Facet"] for r in plain.where(F.col("Tags").isNull()).collect()} == {DEVICE}
+
+
 def outbound_events(spark, cfg):
     """The outbound leg as the seed query reads it: events, each with its own ``LocalPort``
     (the reduced table folds ports: an outbound row's ``Port`` is its ``RemotePort``)."""

@@ -103,15 +103,20 @@ KEY_COLUMNS = (
 DEVICE, ADDRESS, INBOUND_DETAIL = 0, 1, 3
 PROGRAM = ("Directionality", PATH, "Excluded")
 FACETS = {
-    # per program and device: counts, first and last sighting, the days seen
-    DEVICE: (*PROGRAM, "DeviceId"),
-    # per program and peer: port, address, and what describes the traffic (URL follows the
-    # address, protocol the port, the file name the path: they add few rows)
-    ADDRESS: (*PROGRAM, "Port", "RemoteIP", "FileName", "Protocol", "RemoteUrl", "Tags"),
+    # per program and device: counts, first and last sighting, the days seen, and the file
+    # name and protocol (the file name follows the path, the protocol the program: they add few
+    # rows here, where a peer's key would carry them for every address)
+    DEVICE: (*PROGRAM, "DeviceId", "FileName", "Protocol"),
+    # per program and peer: port, address, and what describes the traffic (the URL follows the
+    # address)
+    ADDRESS: (*PROGRAM, "Port", "RemoteIP", "RemoteUrl", "Tags"),
     # an inbound event keeps every key: its server key decides whether it is kept at all
     INBOUND_DETAIL: tuple(c for c in KEY_COLUMNS if c != "EventDate"),
 }
 DAY_BITS = "DayBits"  # DayBits0, DayBits1, ...: days of the window seen (see day_bits)
+# Key columns that only the benign-traffic rules vary. A run without rules leaves them out of
+# the events (``where_clauses``) and ``connection_table`` adds them after grouping (``ruleless``).
+RULE_KEYS = ("Excluded", "Tags")
 
 
 # ================================================================================ 1. where
@@ -161,6 +166,11 @@ def removal_reason() -> Column:
     )
 
 
+def ruleless(name: str) -> Column:
+    """The value a rule key (``RULE_KEYS``) has for every kept event of a run without rules."""
+    return F.lit(None).cast("string") if name == "Excluded" else F.array().cast("array<string>")
+
+
 def _optional(events: DataFrame, name: str) -> Column:
     return F.col(name) if name in events.columns else F.lit("")
 
@@ -176,7 +186,9 @@ def where_clauses(
     ``Port`` is ``LocalPort`` inbound and ``RemotePort`` outbound; inbound ``RemoteIP`` is
     ``''`` unless ``include_inbound_remote_ips`` (the query's ``extend``). ``excluded`` (rule
     name or null) and ``tags`` (array of rule names) come from the benign-traffic rules
-    (``fwpolicy.review.exclusions``); they never change which rows KQL keeps.
+    (``fwpolicy.review.exclusions``); they never change which rows KQL keeps. Without them the
+    ``Excluded`` and ``Tags`` columns are left out: every event would carry the same value
+    (``RULE_KEYS``), and ``connection_table`` adds it once per reduced row instead.
     """
     events = normalize_nulls(events)
     if "Rejected" not in events.columns:
@@ -194,7 +206,11 @@ def where_clauses(
         # Removed rows keep only their day and reason, so they collapse to one row each.
         return F.when(kept, c)
 
-    no_tags = F.array().cast("array<string>")
+    by_rules = []
+    if excluded is not None:
+        by_rules.append(key(excluded).alias("Excluded"))
+    if tags is not None:
+        by_rules.append(F.when(kept, tags).otherwise(ruleless("Tags")).alias("Tags"))
     return tagged.select(
         F.to_date("Timestamp").alias("EventDate"),
         key(F.col("Directionality")).alias("Directionality"),
@@ -202,14 +218,13 @@ def where_clauses(
         key(F.col(PATH)).alias(PATH),
         key(F.when(inbound, F.col("LocalPort")).otherwise(F.col("RemotePort"))).alias("Port"),
         key(remote_ip).alias("RemoteIP"),
-        key(excluded if excluded is not None else F.lit(None).cast("string")).alias("Excluded"),
         F.col("Removed"),
         (kept & inbound & F.col("ActionType").isin(*SERVER_ACTIONS)).alias("ServerAction"),
         F.col("Timestamp"),
         key(_optional(tagged, "InitiatingProcessFileName")).alias("FileName"),
         key(_optional(tagged, "Protocol")).alias("Protocol"),
         key(_optional(tagged, "RemoteUrl")).alias("RemoteUrl"),
-        F.when(kept, tags if tags is not None else no_tags).otherwise(no_tags).alias("Tags"),
+        *by_rules,
     )
 
 
@@ -241,16 +256,18 @@ def day_bit_columns(df: DataFrame) -> list[str]:
     return sorted((c for c in df.columns if c.startswith(DAY_BITS)), key=lambda c: int(c[len(DAY_BITS) :]))
 
 
-def _facet_key(name: str, daily: bool, types: dict[str, str]) -> Column:
-    """Key column ``name`` of a facet row: its value where the row's ``Facet`` keeps it
-    (``FACETS``), null elsewhere. ``Removed`` is kept by every facet, ``EventDate`` by every
-    facet of a daily table and by none otherwise (the day words stand for it)."""
+def _facet_key(name: str, daily: bool, types: dict[str, str], value: Column | None = None) -> Column:
+    """Key column ``name`` of a facet row: its value (``value``, default the column ``name``)
+    where the row's ``Facet`` keeps it (``FACETS``), null elsewhere. ``Removed`` is kept by every
+    facet, ``EventDate`` by every facet of a daily table and by none otherwise (the day words
+    stand for it)."""
+    value = F.col(name) if value is None else value
     if name == "Removed" or (name == "EventDate" and daily):
-        return F.col(name)
+        return value
     keeping = [facet for facet, columns in FACETS.items() if name in columns]
     if not keeping:
         return F.lit(None).cast(types[name])
-    return F.when(F.col("Facet").isin(*keeping), F.col(name))
+    return F.when(F.col("Facet").isin(*keeping), value)
 
 
 def connection_table(tagged: DataFrame, window: tuple[dt.date, dt.date] | None = None) -> DataFrame:
@@ -258,9 +275,9 @@ def connection_table(tagged: DataFrame, window: tuple[dt.date, dt.date] | None =
 
     An outbound event is counted twice, each time as coarsely as the summary allows:
 
-    * ``DEVICE``: per program and device: counts, first and last sighting; the days seen as
-      ``DayBits<w>`` words over ``window``;
-    * ``ADDRESS``: per program, port, remote IP, file name, protocol, URL and tags.
+    * ``DEVICE``: per program, device, file name and protocol: counts, first and last
+      sighting; the days seen as ``DayBits<w>`` words over ``window``;
+    * ``ADDRESS``: per program, port, remote IP, URL and tags.
 
     An inbound event is counted once, in ``INBOUND_DETAIL``, with every key column: it must
     keep its server key ``(DeviceId, path, LocalPort)`` for the semi join, and the summary reads
@@ -272,6 +289,7 @@ def connection_table(tagged: DataFrame, window: tuple[dt.date, dt.date] | None =
     Each event is exploded into its facet numbers only (a one- or two-element array); the key
     columns are then projected from the event itself, null where the facet does not keep them,
     straight into the aggregation's key: no row of all the keys is built and copied per facet.
+    A run without rules groups without ``Excluded`` and ``Tags``, whose values it adds after.
     Only count, min, max and bit-or are computed, on keys only, so this stays a hash
     aggregation that spills rather than sorts. ``window=None`` keeps ``EventDate`` in every
     facet instead of day words: the nightly partials, whose every aggregate merges again
@@ -288,14 +306,20 @@ def connection_table(tagged: DataFrame, window: tuple[dt.date, dt.date] | None =
     exploded = tagged.select(
         "*", F.explode(numbers.cast("array<tinyint>")).alias("Facet"), *(c.alias(n) for n, c in bits.items())
     )
-    keys = [_facet_key(name, daily, types).alias(name) for name in KEY_COLUMNS]
-    return exploded.groupBy("Facet", *keys).agg(
+    absent = [name for name in RULE_KEYS if name not in tagged.columns]  # a run without rules
+    keys = [_facet_key(name, daily, types).alias(name) for name in KEY_COLUMNS if name not in absent]
+    reduced = exploded.groupBy("Facet", *keys).agg(
         F.count(F.lit(1)).alias("Connections"),
         F.max("ServerAction").alias("IsServer"),
         F.min("Timestamp").alias("FirstSeen"),
         F.max("Timestamp").alias("LastSeen"),
         *(F.bit_or(name).alias(name) for name in bits),
     )
+    if not absent:
+        return reduced
+    added = {name: _facet_key(name, daily, types, ruleless(name)) for name in absent}
+    measures = [c for c in reduced.columns if c not in ("Facet", *KEY_COLUMNS)]
+    return reduced.withColumns(added).select("Facet", *KEY_COLUMNS, *measures)
 
 
 def merge_rows(rows: DataFrame, bits: list[str], extra_keys: tuple[str, ...] = ()) -> DataFrame:
@@ -470,7 +494,8 @@ def bit_count(words: list[str]) -> Column:
 
 
 def by_device(rows: DataFrame, group: tuple[str, ...] = SUMMARY_GROUP) -> DataFrame:
-    """Per program and device: connections, first and last sighting, the days seen as words.
+    """Per program and device: connections, first and last sighting, the days seen as words,
+    the first file name and the protocols (the device facet's key holds them).
 
     The summary counts machines and device-days from it; ``unusual_programs`` its prevalence."""
     words = day_bit_columns(rows)
@@ -482,6 +507,8 @@ def by_device(rows: DataFrame, group: tuple[str, ...] = SUMMARY_GROUP) -> DataFr
             F.min("FirstSeen").alias("FirstSeen"),
             F.max("LastSeen").alias("LastSeen"),
             *(F.bit_or(w).alias(w) for w in words),
+            F.min(F.when(F.col("FileName") != F.lit(""), F.col("FileName"))).alias("ExampleFileName"),
+            F.collect_set(F.when(F.col("Protocol") != F.lit(""), F.col("Protocol"))).alias("Protocols"),
         )
     )
 
@@ -517,6 +544,8 @@ def summarize(
             *(F.bit_or(w).alias(f"_all{w}") for w in words),
             F.min("FirstSeen").alias("FirstSeen"),
             F.max("LastSeen").alias("LastSeen"),
+            F.min("ExampleFileName").alias("ExampleFileName"),
+            F.sort_array(F.array_distinct(F.flatten(F.collect_list("Protocols")))).alias("Protocols"),
         )
         .withColumn("DaysObserved", bit_count([f"_all{w}" for w in words]))
     )
@@ -525,11 +554,7 @@ def summarize(
     # are not, so they are ranked (capped_distinct).
     ports = F.sort_array(F.collect_set("Port"))
     described = addresses.groupBy(*group).agg(
-        F.min(F.when(F.col("FileName") != F.lit(""), F.col("FileName"))).alias("ExampleFileName"),
         F.min(PATH).alias("ExamplePath"),
-        F.sort_array(F.collect_set(F.when(F.col("Protocol") != F.lit(""), F.col("Protocol")))).alias(
-            "Protocols"
-        ),
         F.sort_array(F.array_distinct(F.flatten(F.collect_set("Tags")))).alias("Tags"),
         F.slice(ports, 1, cfg.set_cap).alias("Ports"),
         F.size(ports).cast("long").alias("PortCount"),

@@ -85,7 +85,9 @@ LENGTHS = (64, 8, 1)  # block lengths in days, longest first; each is 8 of the n
 EPOCH = dt.date(1970, 1, 1)
 # Bump when fwpolicy.query.seed.connection_table changes what a stored row means: every block
 # is then recomputed on the next night, as after a configuration change.
-PARTIALS_FORMAT = 4  # 4: the digest is a partition column; 3: blocks of the two facets
+# 5: file name and protocol in the device facet; 4: the digest is a partition column; 3: blocks
+# of the two facets
+PARTIALS_FORMAT = 5
 # PolicyConfig fields that act only after the reduced table (the roll-up, the aliases, the
 # hunting table, the join plan, the read's pruning). Every other field is in the digest, so a
 # setting added later invalidates stored blocks by default rather than silently reusing them.
