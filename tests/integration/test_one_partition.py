@@ -80,6 +80,7 @@ def test_kept_steps_are_one_partition_and_group_without_exchanges(events):
     assert has_exchange(seed.by_device(lazily.rows))
 
 
+@pytest.mark.slow  # the query twice; the bench compares the engines at 20M on Spark's partitions
 def test_one_partition_and_spread_partitions_give_the_same_tables(events, monkeypatch):
     cfg = PolicyConfig()
     local = seed.seed_query(events, cfg, (START, END), keep=seed.materialized)
