@@ -1,4 +1,5 @@
-"""The server-key semi join, the outbound anti join that cannot match, and both join plans."""
+"""The server-key semi join, the outbound anti join that cannot match, both join plans, and the
+reduction of a run without rules."""
 
 from __future__ import annotations
 

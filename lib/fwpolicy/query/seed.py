@@ -495,7 +495,7 @@ def bit_count(words: list[str]) -> Column:
 
 def by_device(rows: DataFrame, group: tuple[str, ...] = SUMMARY_GROUP) -> DataFrame:
     """Per program and device: connections, first and last sighting, the days seen as words,
-    the first file name and the protocols (the device facet's key holds them).
+    the smallest non-empty file name and the protocols (the device facet's key holds them).
 
     The summary counts machines and device-days from it; ``unusual_programs`` its prevalence."""
     words = day_bit_columns(rows)
@@ -668,7 +668,7 @@ def from_connections(
             keep, conns = kept_locally, kept_locally(conns)
         if cfg.server_keys_join == "auto":  # a few keys: the join is chosen before rows move
             counted = server_keys(conns).count()
-    # Every folder path of the legs is in the device facet: a row per program and device.
+    # Every folder path of the legs is in the device facet: a few rows per program and device.
     rows = keep(with_alias(matched_rows(conns, cfg, counted), cfg, paths=facet(conns, DEVICE)))
     devices = keep(by_device(rows))
     return SeedQuery(cfg, window, conns, rows, devices, keep(summarize(rows, devices, cfg, window)))

@@ -302,7 +302,7 @@ def unusual_programs(query: SeedQuery, settings: HuntingSettings | None = None) 
     )
 
     # Path rules per raw path, then any path of the program. Read from the device facet, which
-    # holds every raw path of the matched rows in a row per program and device: the optimizer
+    # holds every raw path of the matched rows in a few rows per program and device: the optimizer
     # folds a distinct under min and max (both ignore duplicates) into one sort-based
     # aggregation over its input (a min of text is not a hash aggregation), and the address
     # facet has a row per program and peer.
