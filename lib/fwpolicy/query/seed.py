@@ -545,7 +545,8 @@ def summarize(
             F.min("FirstSeen").alias("FirstSeen"),
             F.max("LastSeen").alias("LastSeen"),
             F.min("ExampleFileName").alias("ExampleFileName"),
-            F.sort_array(F.array_distinct(F.flatten(F.collect_list("Protocols")))).alias("Protocols"),
+            # devices mostly repeat one set: gather each set once
+            F.sort_array(F.array_distinct(F.flatten(F.collect_set("Protocols")))).alias("Protocols"),
         )
         .withColumn("DaysObserved", bit_count([f"_all{w}" for w in words]))
     )
